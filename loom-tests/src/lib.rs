@@ -1,0 +1,1 @@
+//! Loom models of nimgo's cross-thread protocols: see README.md.

@@ -1,0 +1,2 @@
+//! Coroutines.
+pub(crate) mod stack;
