@@ -1,0 +1,1438 @@
+//! The per-thread event loop: ready queue, timers, reactor, inbox, park.
+//!
+//! Every thread that uses nimgo gets one dispatcher, created on first use and
+//! dropped (unwinding every coroutine still on it) when the thread exits. A
+//! runtime worker is a thread whose whole life is its dispatcher's loop.
+//!
+//! ```text
+//!   Dispatcher (thread-confined)                 Shared (Arc, any thread)
+//!   ┌──────────────────────────────────────┐     ┌──────────────────────┐
+//!   │ slots: [Slot]  task state per index  │     │ inbox: Mutex<Vec<..>>│◄── wakes, cancels,
+//!   │ ready: VecDeque<index>               │     │ pending, sleeping    │    spawns from other
+//!   │ timers: BTreeMap<(deadline,seq),..>  │     │ notifier (mio Waker) │    threads
+//!   │ io: [IoEntry]  readiness + waiters   │     └──────────────────────┘
+//!   │ mio::Poll                            │
+//!   └──────────────────────────────────────┘
+//! ```
+//!
+//! # The park protocol
+//!
+//! Every blocking operation is built on one primitive. The current context
+//! (a task, or the thread itself: the *root* context) takes a
+//! [`Waker`] with [`current_waker`], hands it to whoever will signal the
+//! condition (a channel, a join handle, the reactor), re-checks the
+//! condition, and calls [`park`]. Each context has an *epoch*, and a waker
+//! names `(dispatcher, index, epoch)`:
+//!
+//! ```text
+//!            park()                      wake(e) with e == epoch
+//!  Running ─────────► Parked(epoch e) ───────────────────────────► Ready
+//!     ▲  │                                                          │
+//!     │  └─ notified? (a wake(e) came while Running) → return now   │
+//!     └──────────────── resumed: epoch := e + 1 ◄───────────────────┘
+//! ```
+//!
+//! - A wake whose epoch is not the context's current epoch is stale (the
+//!   context was resumed since, or the slot holds another task now: epochs
+//!   keep counting across a slot's occupants) and is ignored.
+//! - A wake while Running with the current epoch sets `notified`, so a park
+//!   that follows returns at once: a wake-up that races a park is never lost.
+//! - A second wake of the same epoch finds the context Ready or Running at a
+//!   later epoch and does nothing: a context is never resumed twice.
+//! - Only the dispatcher's own thread changes a context's state. Another
+//!   thread's wake is a message in the inbox ([`shared`] explains how the
+//!   sleeping dispatcher is woken for it).
+//!
+//! A park may also end because its deadline passed ([`Wakeup::TimedOut`]),
+//! because the task was cancelled, or because an enclosing `with_timeout`
+//! scope expired. The last two never return: [`park`] unwinds the context
+//! from the park point with a private payload that is caught at the task's
+//! entry (cancel) or at the scope (`with_timeout`), so destructors run.
+//! Callers of [`park`] must therefore keep their own state consistent across
+//! an unwind (drop guards that deregister their waker) and must hold no lock
+//! across it. Callers must also tolerate a spurious return and re-check their
+//! condition in a loop.
+//!
+//! The root context parks by driving the loop until it is woken, so code
+//! outside any coroutine can wait for tasks of its own thread. A thread with
+//! no dispatcher parks the OS thread on a condition variable instead.
+//!
+//! # Invariants kept here
+//!
+//! 1. A started coroutine only runs on this thread: tasks are created here,
+//!    and only `Remote::Spawn` closures (`Send`, not started) cross threads.
+//! 2. Wake-ups are never lost and never resume twice (the epoch rules above).
+//! 7. Dropping the dispatcher (thread exit) unwinds every suspended task and
+//!    cancels every unstarted one, so their destructors run.
+
+mod shared;
+mod timer;
+
+#[cfg(loom)]
+pub use shared::{Notifier as LoomNotifier, Remote as LoomRemote, Shared as LoomShared};
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use corosensei::Yielder;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::coroutine::stack::GuardedStack;
+use crate::coroutine::{self, RestoreId};
+use crate::loom::{Arc, Condvar, Mutex, lock};
+use crate::sys::signal;
+pub(crate) use shared::{Notifier, Remote, Shared};
+use timer::{TimerKey, TimerTarget, Timers};
+
+/// Index of the root context (the thread itself, outside any coroutine).
+pub(crate) const ROOT: u32 = u32::MAX;
+
+/// Token of the dispatcher's own waker in its `mio::Poll`.
+const WAKER_TOKEN: Token = Token(usize::MAX);
+
+/// How many ready tasks run before the loop looks at I/O and the inbox again.
+const TASKS_PER_TURN: usize = 61;
+
+type TaskCoroutine = corosensei::Coroutine<(), (), (), GuardedStack>;
+
+/// Why a [`park`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wakeup {
+    /// Someone woke the context (or the return is spurious: re-check).
+    Woken,
+    /// The park's deadline passed.
+    TimedOut,
+}
+
+/// Panic payload that unwinds a cancelled task from its park point.
+pub(crate) struct CancelUnwind;
+
+/// Panic payload that unwinds a context to its expired `with_timeout` scope.
+pub(crate) struct ElapsedUnwind {
+    pub(crate) scope: u64,
+}
+
+/// The body of a task, type-erased: run it, or cancel it before it starts.
+pub(crate) trait TaskBody {
+    /// Runs the task to completion (on its coroutine).
+    fn run(self: Box<Self>);
+    /// The task will never run: complete its join handle as cancelled.
+    fn cancel(self: Box<Self>);
+    /// The task cannot start (no stack): complete its join handle with
+    /// `message` as the panic.
+    fn fail(self: Box<Self>, message: String);
+}
+
+// ---------------------------------------------------------------------------
+// Wakers
+// ---------------------------------------------------------------------------
+
+/// A handle that makes one parked context runnable again, from any thread.
+#[derive(Clone)]
+pub(crate) enum Waker {
+    /// A task or root context of a dispatcher.
+    Context {
+        /// The dispatcher's cross-thread half.
+        shared: Arc<Shared>,
+        /// Slot index (or [`ROOT`]).
+        index: u32,
+        /// The park this waker is for.
+        epoch: u64,
+    },
+    /// A thread with no dispatcher, parked on a condition variable.
+    Thread(Arc<ThreadParker>),
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Context { index, epoch, .. } => write!(f, "Waker({index}@{epoch})"),
+            Self::Thread(_) => f.write_str("Waker(thread)"),
+        }
+    }
+}
+
+impl Waker {
+    /// Wakes the context. Safe to call from any thread, any number of times.
+    pub(crate) fn wake(self) {
+        self.wake_by_ref();
+    }
+
+    /// Wakes the context without consuming the waker.
+    pub(crate) fn wake_by_ref(&self) {
+        match self {
+            Self::Context {
+                shared,
+                index,
+                epoch,
+            } => {
+                let handled = with_current(|dispatcher| {
+                    if Arc::ptr_eq(&dispatcher.shared, shared) {
+                        if let Ok(mut core) = dispatcher.core.try_borrow_mut() {
+                            core.wake(*index, *epoch, WakeReason::Woken);
+                            return true;
+                        }
+                    }
+                    false
+                });
+                if handled != Some(true) {
+                    shared.push(Remote::Wake {
+                        index: *index,
+                        epoch: *epoch,
+                    });
+                }
+            }
+            Self::Thread(parker) => parker.unpark(),
+        }
+    }
+
+    /// Whether both wakers wake the same park.
+    pub(crate) fn will_wake(&self, other: &Waker) -> bool {
+        match (self, other) {
+            (
+                Self::Context {
+                    shared: a,
+                    index: i,
+                    epoch: e,
+                },
+                Self::Context {
+                    shared: b,
+                    index: j,
+                    epoch: f,
+                },
+            ) => Arc::ptr_eq(a, b) && i == j && e == f,
+            (Self::Thread(a), Self::Thread(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// Parks a thread that has no dispatcher. A permit, like
+/// `std::thread::park`: an unpark before the park makes the park return at
+/// once.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadParker {
+    permit: Mutex<bool>,
+    condvar: Condvar,
+}
+
+impl ThreadParker {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    fn unpark(&self) {
+        *lock(&self.permit) = true;
+        self.condvar.notify_one();
+    }
+
+    /// Blocks until unparked or `deadline`.
+    pub(crate) fn park(&self, deadline: Option<Instant>) -> Wakeup {
+        let mut permit = lock(&self.permit);
+        loop {
+            if std::mem::take(&mut *permit) {
+                return Wakeup::Woken;
+            }
+            match deadline {
+                None => {
+                    permit = match self.condvar.wait(permit) {
+                        Ok(guard) => guard,
+                        Err(poisoned) => poisoned.into_inner(),
+                    }
+                }
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Wakeup::TimedOut;
+                    }
+                    permit = wait_timeout(&self.condvar, permit, deadline - now);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(loom))]
+fn wait_timeout<'a>(
+    condvar: &Condvar,
+    guard: crate::loom::MutexGuard<'a, bool>,
+    timeout: Duration,
+) -> crate::loom::MutexGuard<'a, bool> {
+    match condvar.wait_timeout(guard, timeout) {
+        Ok((guard, _)) => guard,
+        Err(poisoned) => poisoned.into_inner().0,
+    }
+}
+
+/// loom has no timed wait: a timed park in a model behaves as a plain one.
+#[cfg(loom)]
+fn wait_timeout<'a>(
+    condvar: &Condvar,
+    guard: crate::loom::MutexGuard<'a, bool>,
+    _timeout: Duration,
+) -> crate::loom::MutexGuard<'a, bool> {
+    condvar.wait(guard).unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Per-context park state
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunState {
+    Running,
+    Parked,
+    Ready,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WakeReason {
+    Woken,
+    TimedOut,
+    Interrupted,
+}
+
+#[derive(Debug)]
+struct Scope {
+    id: u64,
+    timer: TimerKey,
+    expired: bool,
+}
+
+#[derive(Debug)]
+struct ParkState {
+    run: RunState,
+    epoch: u64,
+    notified: bool,
+    reason: WakeReason,
+    timer: Option<TimerKey>,
+    scopes: Vec<Scope>,
+    cancelled: bool,
+}
+
+impl ParkState {
+    fn new(epoch: u64) -> Self {
+        Self {
+            run: RunState::Running,
+            epoch,
+            notified: false,
+            reason: WakeReason::Woken,
+            timer: None,
+            scopes: Vec::new(),
+            cancelled: false,
+        }
+    }
+
+    /// What must interrupt this context now, if anything: cancellation, or
+    /// the outermost expired scope.
+    fn interruption(&self) -> Option<Box<dyn Any + Send>> {
+        if self.cancelled {
+            return Some(Box::new(CancelUnwind));
+        }
+        self.scopes
+            .iter()
+            .find(|scope| scope.expired)
+            .map(|scope| Box::new(ElapsedUnwind { scope: scope.id }) as Box<dyn Any + Send>)
+    }
+}
+
+enum Body {
+    Empty,
+    Unstarted(Box<dyn TaskBody>, Option<GuardedStack>),
+    Suspended(TaskCoroutine),
+    Running,
+}
+
+struct Slot {
+    park: ParkState,
+    task_id: u64,
+    coroutine_id: u64,
+    body: Body,
+    /// The task's yielder, on its own stack; set when it first runs.
+    yielder: *const Yielder<(), ()>,
+}
+
+#[derive(Default)]
+struct IoEntry {
+    generation: u32,
+    in_use: bool,
+    readable: bool,
+    writable: bool,
+    read_waiters: Vec<(u32, u64)>,
+    write_waiters: Vec<(u32, u64)>,
+}
+
+struct Core {
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    ready: VecDeque<u32>,
+    timers: Timers,
+    io: Vec<IoEntry>,
+    free_io: Vec<u32>,
+    /// The running task, or `ROOT`.
+    current: u32,
+    root: ParkState,
+    /// Tasks spawned and not finished.
+    live: usize,
+    next_task_id: u64,
+    next_scope_id: u64,
+    /// Contexts waiting in `run_event_loop` for every other task to finish.
+    idle_waiters: Vec<(u32, u64)>,
+    /// I/O waiters parked (for deadlock detection).
+    io_waiters: usize,
+}
+
+impl Core {
+    fn park_state(&mut self, index: u32) -> &mut ParkState {
+        if index == ROOT {
+            &mut self.root
+        } else {
+            &mut self.slots[index as usize].park
+        }
+    }
+
+    /// Applies a wake to context `index` at `epoch` (see the module docs).
+    fn wake(&mut self, index: u32, epoch: u64, reason: WakeReason) {
+        if index != ROOT
+            && self
+                .slots
+                .get(index as usize)
+                .is_none_or(|slot| slot.task_id == 0)
+        {
+            return;
+        }
+        let park = self.park_state(index);
+        if park.epoch != epoch {
+            return;
+        }
+        match park.run {
+            RunState::Running => park.notified = true,
+            RunState::Ready => {}
+            RunState::Parked => {
+                park.run = RunState::Ready;
+                park.reason = reason;
+                if let Some(timer) = park.timer.take() {
+                    self.timers.remove(timer);
+                }
+                if index != ROOT {
+                    self.ready.push_back(index);
+                }
+            }
+        }
+    }
+
+    /// Makes a parked context runnable to be interrupted (cancel or scope).
+    fn interrupt(&mut self, index: u32) {
+        let park = self.park_state(index);
+        if park.run == RunState::Parked {
+            let epoch = park.epoch;
+            self.wake(index, epoch, WakeReason::Interrupted);
+        }
+    }
+
+    fn fire(&mut self, target: TimerTarget) {
+        match target {
+            TimerTarget::Park { index, epoch } => {
+                if index == ROOT || self.slots.get(index as usize).is_some() {
+                    let park = self.park_state(index);
+                    if park.epoch == epoch {
+                        park.timer = None;
+                    }
+                    self.wake(index, epoch, WakeReason::TimedOut);
+                }
+            }
+            TimerTarget::Scope { index, scope } => {
+                if index != ROOT
+                    && self
+                        .slots
+                        .get(index as usize)
+                        .is_none_or(|slot| slot.task_id == 0)
+                {
+                    return;
+                }
+                let park = self.park_state(index);
+                if let Some(entry) = park.scopes.iter_mut().find(|entry| entry.id == scope) {
+                    entry.expired = true;
+                    self.interrupt(index);
+                }
+            }
+        }
+    }
+
+    fn allocate_slot(&mut self, body: Body) -> (u32, u64) {
+        self.next_task_id += 1;
+        let task_id = self.next_task_id;
+        let index = match self.free_slots.pop() {
+            Some(index) => {
+                let slot = &mut self.slots[index as usize];
+                let epoch = slot.park.epoch + 1;
+                slot.park = ParkState::new(epoch);
+                slot.task_id = task_id;
+                slot.body = body;
+                slot.yielder = ptr::null();
+                index
+            }
+            None => {
+                let index = u32::try_from(self.slots.len())
+                    .ok()
+                    .filter(|&index| index != ROOT)
+                    .expect("nimgo: more than 4 billion live tasks on one thread");
+                self.slots.push(Slot {
+                    park: ParkState::new(0),
+                    task_id,
+                    coroutine_id: 0,
+                    body,
+                    yielder: ptr::null(),
+                });
+                index
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.park.run = RunState::Ready;
+        self.ready.push_back(index);
+        self.live += 1;
+        (index, task_id)
+    }
+
+    fn release_slot(&mut self, index: u32) {
+        let slot = &mut self.slots[index as usize];
+        slot.task_id = 0;
+        slot.body = Body::Empty;
+        slot.yielder = ptr::null();
+        if let Some(timer) = slot.park.timer.take() {
+            self.timers.remove(timer);
+        }
+        for scope in std::mem::take(&mut slot.park.scopes) {
+            self.timers.remove(scope.timer);
+        }
+        self.free_slots.push(index);
+        self.live -= 1;
+        self.check_idle();
+    }
+
+    fn check_idle(&mut self) {
+        if !self.idle_waiters.is_empty() && self.live <= self.idle_waiters.len() {
+            for (index, epoch) in std::mem::take(&mut self.idle_waiters) {
+                self.wake(index, epoch, WakeReason::Woken);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The dispatcher
+// ---------------------------------------------------------------------------
+
+/// One thread's event loop. Reached through the free functions of this
+/// module, which act on the calling thread's dispatcher.
+pub(crate) struct Dispatcher {
+    core: RefCell<Core>,
+    poll: RefCell<Poll>,
+    events: RefCell<Events>,
+    shared: Arc<Shared>,
+    remote_buffer: RefCell<Vec<Remote>>,
+    shutting_down: Cell<bool>,
+}
+
+thread_local! {
+    /// The calling thread's dispatcher. A plain pointer with no destructor,
+    /// so it stays readable while the owner below unwinds coroutines during
+    /// thread exit.
+    static CURRENT: Cell<*const Dispatcher> = const { Cell::new(ptr::null()) };
+    /// Owns the dispatcher; its destructor shuts it down at thread exit.
+    static OWNER: RefCell<Option<Owner>> = const { RefCell::new(None) };
+}
+
+struct Owner(Box<Dispatcher>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.shutdown();
+        CURRENT.set(ptr::null());
+    }
+}
+
+/// Runs `f` with the calling thread's dispatcher, if it has one.
+pub(crate) fn with_current<R>(f: impl FnOnce(&Dispatcher) -> R) -> Option<R> {
+    let pointer = CURRENT.try_with(Cell::get).ok()?;
+    if pointer.is_null() {
+        return None;
+    }
+    // SAFETY: `CURRENT` is non-null only while the `Box<Dispatcher>` held by
+    // this thread's `OWNER` is alive: it is set right after the box is
+    // stored and cleared in `Owner::drop` before the box is freed. The
+    // pointer never leaves this thread, and the dispatcher is only accessed
+    // through shared references (its mutable parts are in `RefCell`s).
+    let dispatcher = unsafe { &*pointer };
+    Some(f(dispatcher))
+}
+
+/// Runs `f` with the calling thread's dispatcher, creating it on first use.
+pub(crate) fn with_or_create<R>(f: impl FnOnce(&Dispatcher) -> R) -> io::Result<R> {
+    if CURRENT.try_with(|current| current.get().is_null()).unwrap_or(false) {
+        let dispatcher = Box::new(Dispatcher::new()?);
+        let pointer: *const Dispatcher = &*dispatcher;
+        OWNER
+            .try_with(|owner| *owner.borrow_mut() = Some(Owner(dispatcher)))
+            .map_err(|_| {
+                io::Error::other("nimgo: this thread is exiting and can no longer run tasks")
+            })?;
+        CURRENT.set(pointer);
+    }
+    with_current(f)
+        .ok_or_else(|| io::Error::other("nimgo: this thread is exiting and can no longer run tasks"))
+}
+
+impl Dispatcher {
+    fn new() -> io::Result<Self> {
+        let poll = Poll::new()?;
+        #[cfg(not(loom))]
+        let notifier = Notifier::new(mio::Waker::new(poll.registry(), WAKER_TOKEN)?);
+        #[cfg(loom)]
+        let notifier = Notifier::new();
+        Ok(Self {
+            core: RefCell::new(Core {
+                slots: Vec::new(),
+                free_slots: Vec::new(),
+                ready: VecDeque::new(),
+                timers: Timers::default(),
+                io: Vec::new(),
+                free_io: Vec::new(),
+                current: ROOT,
+                root: ParkState::new(0),
+                live: 0,
+                next_task_id: 0,
+                next_scope_id: 0,
+                idle_waiters: Vec::new(),
+                io_waiters: 0,
+            }),
+            poll: RefCell::new(poll),
+            events: RefCell::new(Events::with_capacity(256)),
+            shared: Arc::new(Shared::new(notifier)),
+            remote_buffer: RefCell::new(Vec::new()),
+            shutting_down: Cell::new(false),
+        })
+    }
+
+    /// The cross-thread half, for wakers and remote spawns.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Queues a task; it starts when the loop reaches it. `stack` is a stack
+    /// reserved in advance (`try_go`), or `None` to take one at start.
+    pub(crate) fn spawn(&self, body: Box<dyn TaskBody>, stack: Option<GuardedStack>) -> (u32, u64) {
+        let mut core = self.core.borrow_mut();
+        core.allocate_slot(Body::Unstarted(body, stack))
+    }
+
+    /// Cancels task `task_id` in slot `index` (see `GoTask::cancel`).
+    pub(crate) fn cancel(&self, index: u32, task_id: u64) {
+        let body = {
+            let Ok(mut core) = self.core.try_borrow_mut() else {
+                self.shared.push(Remote::Cancel { index, task_id });
+                return;
+            };
+            let Some(slot) = core.slots.get_mut(index as usize) else {
+                return;
+            };
+            if slot.task_id != task_id {
+                return;
+            }
+            slot.park.cancelled = true;
+            match std::mem::replace(&mut slot.body, Body::Empty) {
+                Body::Unstarted(body, stack) => {
+                    // Never started: drop it here, outside the borrow.
+                    let ready_position = core.ready.iter().position(|&queued| queued == index);
+                    if let Some(position) = ready_position {
+                        core.ready.remove(position);
+                    }
+                    core.release_slot(index);
+                    Some((body, stack))
+                }
+                other => {
+                    slot.body = other;
+                    core.interrupt(index);
+                    None
+                }
+            }
+        };
+        if let Some((body, stack)) = body {
+            drop(stack);
+            body.cancel();
+        }
+    }
+
+    /// Number of tasks spawned on this dispatcher and not finished.
+    pub(crate) fn live_tasks(&self) -> usize {
+        self.core.borrow().live
+    }
+
+    /// The waker of the running context for its next park.
+    pub(crate) fn waker(&self) -> Waker {
+        let mut core = self.core.borrow_mut();
+        let index = core.current;
+        let epoch = core.park_state(index).epoch;
+        Waker::Context {
+            shared: self.shared.clone(),
+            index,
+            epoch,
+        }
+    }
+
+    /// Whether a coroutine of this dispatcher is running (not the root).
+    pub(crate) fn in_task(&self) -> bool {
+        self.core.borrow().current != ROOT
+    }
+
+    /// Parks the running context until woken or `deadline`. See the module
+    /// docs; unwinds on cancellation or an expired scope.
+    pub(crate) fn park(&self, deadline: Option<Instant>) -> Wakeup {
+        self.park_with(deadline, false)
+    }
+
+    fn park_with(&self, deadline: Option<Instant>, yield_only: bool) -> Wakeup {
+        let index = {
+            let mut core = self.core.borrow_mut();
+            let index = core.current;
+            let park = core.park_state(index);
+            if let Some(payload) = park.interruption() {
+                drop(core);
+                panic::resume_unwind(payload);
+            }
+            if park.notified && !yield_only {
+                park.notified = false;
+                park.epoch += 1;
+                return Wakeup::Woken;
+            }
+            if deadline.is_some_and(|deadline| deadline <= Instant::now()) && !yield_only {
+                park.epoch += 1;
+                return Wakeup::TimedOut;
+            }
+            let epoch = park.epoch;
+            if yield_only {
+                park.run = RunState::Ready;
+                park.reason = WakeReason::Woken;
+                if index != ROOT {
+                    core.ready.push_back(index);
+                }
+            } else {
+                park.run = RunState::Parked;
+                if let Some(deadline) = deadline {
+                    let key = core
+                        .timers
+                        .insert(deadline, TimerTarget::Park { index, epoch });
+                    core.park_state(index).timer = Some(key);
+                }
+            }
+            index
+        };
+        if index == ROOT {
+            self.drive_root();
+        } else {
+            let yielder = self.core.borrow().slots[index as usize].yielder;
+            // SAFETY: `yielder` was stored by this task's coroutine when it
+            // first ran and points at the `Yielder` on that coroutine's own
+            // stack, which lives as long as the coroutine. `current == index`
+            // means we are executing on that very coroutine right now, so the
+            // pointee is alive and this is the only code using it.
+            unsafe { &*yielder }.suspend(());
+        }
+        let mut core = self.core.borrow_mut();
+        let park = core.park_state(index);
+        if let Some(payload) = park.interruption() {
+            drop(core);
+            panic::resume_unwind(payload);
+        }
+        match park.reason {
+            WakeReason::TimedOut => Wakeup::TimedOut,
+            WakeReason::Woken | WakeReason::Interrupted => Wakeup::Woken,
+        }
+    }
+
+    /// The root context is parked: run the loop until it is ready again.
+    fn drive_root(&self) {
+        loop {
+            {
+                let mut core = self.core.borrow_mut();
+                if core.root.run == RunState::Ready {
+                    core.root.run = RunState::Running;
+                    core.root.epoch += 1;
+                    core.root.notified = false;
+                    return;
+                }
+            }
+            self.turn(None);
+        }
+    }
+
+    /// One turn of the loop: apply remote messages, fire due timers, run up
+    /// to a batch of ready tasks, then poll I/O (blocking, up to `timeout` or
+    /// the next timer, only if nothing is runnable). Returns whether any
+    /// task ran.
+    pub(crate) fn turn(&self, timeout: Option<Duration>) -> bool {
+        self.apply_remote();
+        self.fire_timers();
+        let mut ran = 0;
+        while ran < TASKS_PER_TURN {
+            let next = self.core.borrow_mut().ready.pop_front();
+            let Some(index) = next else { break };
+            self.run_task(index);
+            ran += 1;
+        }
+        // Block only when this turn did nothing: the caller re-checks its
+        // condition after every turn that ran a task.
+        let block = ran == 0 && {
+            let core = self.core.borrow();
+            core.ready.is_empty() && core.root.run != RunState::Ready
+        };
+        let timeout = if block {
+            let next_timer = self.core.borrow().timers.next_deadline();
+            let until_timer =
+                next_timer.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            match (timeout, until_timer) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        } else {
+            Some(Duration::ZERO)
+        };
+        self.poll_io(timeout);
+        ran > 0
+    }
+
+    fn apply_remote(&self) {
+        if !self.shared.has_pending() {
+            return;
+        }
+        let mut buffer = self.remote_buffer.take();
+        self.shared.drain(&mut buffer);
+        for message in buffer.drain(..) {
+            match message {
+                Remote::Wake { index, epoch } => {
+                    self.core
+                        .borrow_mut()
+                        .wake(index, epoch, WakeReason::Woken);
+                }
+                Remote::Cancel { index, task_id } => self.cancel(index, task_id),
+                Remote::Spawn(start) => start(),
+            }
+        }
+        *self.remote_buffer.borrow_mut() = buffer;
+    }
+
+    fn fire_timers(&self) {
+        let mut core = self.core.borrow_mut();
+        if core.timers.len() == 0 {
+            return;
+        }
+        let now = Instant::now();
+        while let Some(target) = core.timers.pop_due(now) {
+            core.fire(target);
+        }
+    }
+
+    fn poll_io(&self, timeout: Option<Duration>) {
+        let sleeping = timeout != Some(Duration::ZERO);
+        if sleeping && !self.shared.prepare_sleep() {
+            return;
+        }
+        let mut events = self.events.borrow_mut();
+        let result = self.poll.borrow_mut().poll(&mut events, timeout);
+        if sleeping {
+            self.shared.finish_sleep();
+        }
+        if let Err(error) = result
+            && error.kind() != io::ErrorKind::Interrupted
+        {
+            // epoll_wait only fails on invalid arguments; nothing a task
+            // did can cause it. Report and keep the loop alive.
+            eprintln!("nimgo: epoll_wait failed: {error}");
+        }
+        let mut core = self.core.borrow_mut();
+        for event in events.iter() {
+            let token = event.token();
+            if token == WAKER_TOKEN {
+                continue;
+            }
+            let (slot, generation) = split_token(token);
+            let Some(entry) = core.io.get_mut(slot) else {
+                continue;
+            };
+            if !entry.in_use || entry.generation != generation {
+                continue;
+            }
+            let mut woken = Vec::new();
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                entry.readable = true;
+                woken.append(&mut entry.read_waiters);
+            }
+            if event.is_writable() || event.is_write_closed() || event.is_error() {
+                entry.writable = true;
+                woken.append(&mut entry.write_waiters);
+            }
+            for (index, epoch) in woken {
+                core.wake(index, epoch, WakeReason::Woken);
+            }
+        }
+    }
+
+    /// Resumes (or starts) the task in slot `index`.
+    fn run_task(&self, index: u32) {
+        let (mut coroutine, coroutine_id) = {
+            let mut core = self.core.borrow_mut();
+            let slot = &mut core.slots[index as usize];
+            if slot.task_id == 0 || slot.park.run != RunState::Ready {
+                return;
+            }
+            slot.park.run = RunState::Running;
+            slot.park.epoch += 1;
+            slot.park.notified = false;
+            let body = std::mem::replace(&mut slot.body, Body::Running);
+            let coroutine = match body {
+                Body::Suspended(coroutine) => coroutine,
+                Body::Unstarted(body, stack) => {
+                    let stack = match stack {
+                        Some(stack) => Ok(stack),
+                        None => GuardedStack::new(coroutine::default_stack_size()),
+                    };
+                    match stack {
+                        Ok(stack) => {
+                            slot.coroutine_id = coroutine::next_coroutine_id();
+                            TaskCoroutine::with_stack(stack, move |yielder, ()| {
+                                task_entry(index, yielder, body);
+                            })
+                        }
+                        Err(error) => {
+                            core.release_slot(index);
+                            drop(core);
+                            fail_to_start(body, error);
+                            return;
+                        }
+                    }
+                }
+                Body::Empty | Body::Running => unreachable!("nimgo: ready slot without a task"),
+            };
+            core.current = index;
+            (coroutine, core.slots[index as usize].coroutine_id)
+        };
+        let previous = signal::current_coroutine_id();
+        signal::set_current_coroutine_id(coroutine_id);
+        let restore = RestoreId(previous);
+        // The task body catches every panic of the user's code, so a resume
+        // only unwinds if nimgo itself is broken; keep the loop alive anyway.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| coroutine.resume(())));
+        drop(restore);
+        let finished = {
+            let mut core = self.core.borrow_mut();
+            core.current = ROOT;
+            if outcome.is_err() || coroutine.done() {
+                core.release_slot(index);
+                true
+            } else {
+                core.slots[index as usize].body = Body::Suspended(coroutine);
+                return;
+            }
+        };
+        debug_assert!(finished);
+        // The stack goes back to the pool here, outside the borrow.
+        drop(coroutine);
+    }
+
+    /// Registers the yielder of the running task (called on its stack).
+    fn set_yielder(&self, index: u32, yielder: &Yielder<(), ()>) {
+        self.core.borrow_mut().slots[index as usize].yielder = yielder;
+    }
+
+    /// Stops the dispatcher: cancels unstarted tasks and unwinds suspended
+    /// ones until none is left, so every destructor runs.
+    fn shutdown(&self) {
+        self.shutting_down.set(true);
+        // Each round cancels everything live; tasks spawned by destructors
+        // during the round are cancelled by the next one.
+        for _round in 0..1000 {
+            self.apply_remote();
+            let targets: Vec<(u32, u64)> = {
+                let core = self.core.borrow();
+                core.slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, slot)| slot.task_id != 0)
+                    .map(|(index, slot)| (index as u32, slot.task_id))
+                    .collect()
+            };
+            if targets.is_empty() {
+                return;
+            }
+            for (index, task_id) in targets {
+                self.cancel(index, task_id);
+            }
+            loop {
+                let next = self.core.borrow_mut().ready.pop_front();
+                let Some(index) = next else { break };
+                self.run_task(index);
+            }
+        }
+        eprintln!(
+            "nimgo: dispatcher shut down with {} task(s) that keep catching their cancellation",
+            self.core.borrow().live
+        );
+    }
+
+    /// Registers a `with_timeout` scope on the running context.
+    pub(crate) fn enter_scope(&self, deadline: Instant) -> u64 {
+        let mut core = self.core.borrow_mut();
+        core.next_scope_id += 1;
+        let id = core.next_scope_id;
+        let index = core.current;
+        let timer = core
+            .timers
+            .insert(deadline, TimerTarget::Scope { index, scope: id });
+        core.park_state(index).scopes.push(Scope {
+            id,
+            timer,
+            expired: false,
+        });
+        id
+    }
+
+    /// Removes a scope entered by [`enter_scope`](Self::enter_scope).
+    pub(crate) fn exit_scope(&self, id: u64) {
+        let mut core = self.core.borrow_mut();
+        let index = core.current;
+        let park = core.park_state(index);
+        if let Some(position) = park.scopes.iter().position(|scope| scope.id == id) {
+            let scope = park.scopes.remove(position);
+            core.timers.remove(scope.timer);
+        }
+    }
+
+    /// Parks until every other task of this dispatcher has finished (or is
+    /// itself waiting here).
+    pub(crate) fn wait_idle(&self) {
+        loop {
+            {
+                let mut core = self.core.borrow_mut();
+                let me = usize::from(core.current != ROOT);
+                if core.live <= me + core.idle_waiters.len() {
+                    return;
+                }
+                let index = core.current;
+                let epoch = core.park_state(index).epoch;
+                if index == ROOT {
+                    drop(core);
+                    if self.stuck() {
+                        return;
+                    }
+                    self.turn(None);
+                    continue;
+                }
+                core.idle_waiters.push((index, epoch));
+            }
+            let cleanup = IdleWaiterGuard(self);
+            self.park(None);
+            drop(cleanup);
+        }
+    }
+
+    /// True when no task can ever run again: nothing is ready, no timer is
+    /// armed, no I/O is awaited, no message is queued, and no waker exists
+    /// outside this dispatcher. Tasks still parked are then deadlocked.
+    fn stuck(&self) -> bool {
+        let core = self.core.borrow();
+        core.ready.is_empty()
+            && core.timers.len() == 0
+            && core.io_waiters == 0
+            && !self.shared.has_pending()
+            && Arc::strong_count(&self.shared) == 1
+    }
+
+    // ----- I/O registrations -------------------------------------------------
+
+    fn register(&self, source: &mut dyn mio::event::Source, interest: Interest) -> io::Result<Token> {
+        let (slot, generation) = {
+            let mut core = self.core.borrow_mut();
+            let slot = match core.free_io.pop() {
+                Some(slot) => slot as usize,
+                None => {
+                    core.io.push(IoEntry::default());
+                    core.io.len() - 1
+                }
+            };
+            let entry = &mut core.io[slot];
+            entry.in_use = true;
+            entry.generation = entry.generation.wrapping_add(1);
+            entry.readable = false;
+            entry.writable = false;
+            (slot, entry.generation)
+        };
+        let token = make_token(slot, generation);
+        if let Err(error) = self.poll.borrow().registry().register(source, token, interest) {
+            self.release_io(token);
+            return Err(error);
+        }
+        Ok(token)
+    }
+
+    fn release_io(&self, token: Token) {
+        let mut core = self.core.borrow_mut();
+        let (slot, generation) = split_token(token);
+        if let Some(entry) = core.io.get_mut(slot)
+            && entry.in_use
+            && entry.generation == generation
+        {
+            entry.in_use = false;
+            let waiters: Vec<_> = entry
+                .read_waiters
+                .drain(..)
+                .chain(entry.write_waiters.drain(..))
+                .collect();
+            core.free_io.push(slot as u32);
+            for (index, epoch) in waiters {
+                core.wake(index, epoch, WakeReason::Woken);
+            }
+        }
+    }
+
+    fn io_ready(&self, token: Token, interest: Interest) -> bool {
+        let core = self.core.borrow();
+        let (slot, _) = split_token(token);
+        let entry = &core.io[slot];
+        (interest.is_readable() && entry.readable) || (interest.is_writable() && entry.writable)
+    }
+
+    fn clear_io(&self, token: Token, interest: Interest) {
+        let mut core = self.core.borrow_mut();
+        let (slot, _) = split_token(token);
+        let entry = &mut core.io[slot];
+        if interest.is_readable() {
+            entry.readable = false;
+        }
+        if interest.is_writable() {
+            entry.writable = false;
+        }
+    }
+
+    fn add_io_waiter(&self, token: Token, interest: Interest) -> (u32, u64) {
+        let mut core = self.core.borrow_mut();
+        let index = core.current;
+        let epoch = core.park_state(index).epoch;
+        let (slot, _) = split_token(token);
+        let entry = &mut core.io[slot];
+        if interest.is_readable() {
+            entry.read_waiters.push((index, epoch));
+        }
+        if interest.is_writable() {
+            entry.write_waiters.push((index, epoch));
+        }
+        core.io_waiters += 1;
+        (index, epoch)
+    }
+
+    fn remove_io_waiter(&self, token: Token, waiter: (u32, u64)) {
+        let mut core = self.core.borrow_mut();
+        core.io_waiters -= 1;
+        let (slot, generation) = split_token(token);
+        if let Some(entry) = core.io.get_mut(slot)
+            && entry.generation == generation
+        {
+            entry.read_waiters.retain(|&queued| queued != waiter);
+            entry.write_waiters.retain(|&queued| queued != waiter);
+        }
+    }
+}
+
+struct IdleWaiterGuard<'a>(&'a Dispatcher);
+
+impl Drop for IdleWaiterGuard<'_> {
+    fn drop(&mut self) {
+        let mut core = self.0.core.borrow_mut();
+        let index = core.current;
+        core.idle_waiters.retain(|&(waiter, _)| waiter != index);
+    }
+}
+
+fn make_token(slot: usize, generation: u32) -> Token {
+    Token((generation as usize) << 32 | slot)
+}
+
+fn split_token(token: Token) -> (usize, u32) {
+    (token.0 & 0xffff_ffff, (token.0 >> 32) as u32)
+}
+
+/// First code on a task's stack.
+fn task_entry(index: u32, yielder: &Yielder<(), ()>, body: Box<dyn TaskBody>) {
+    with_current(|dispatcher| dispatcher.set_yielder(index, yielder));
+    // `TaskBody::run` catches the user's panics and hands them to the joiner.
+    body.run();
+}
+
+/// A task that could not get a stack completes with the stack error as its
+/// panic, so `wait` re-raises it and `join` reports it.
+fn fail_to_start(body: Box<dyn TaskBody>, error: io::Error) {
+    body.fail(format!("nimgo: cannot start a task: {error}"));
+}
+
+// ---------------------------------------------------------------------------
+// The free functions: the calling thread's dispatcher
+// ---------------------------------------------------------------------------
+
+/// The waker of the calling context (task, root, or plain thread).
+pub(crate) fn current_waker() -> Waker {
+    #[cfg(not(loom))]
+    if let Some(waker) = with_current(Dispatcher::waker) {
+        return waker;
+    }
+    THREAD_PARKER.with(|parker| Waker::Thread(parker.clone()))
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    static THREAD_PARKER: Arc<ThreadParker> = Arc::new(ThreadParker::new());
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    static THREAD_PARKER: Arc<ThreadParker> = Arc::new(ThreadParker::new());
+}
+
+/// Parks the calling context until its waker is woken or `deadline` passes.
+/// May return spuriously; unwinds on cancellation or an expired scope.
+pub(crate) fn park(deadline: Option<Instant>) -> Wakeup {
+    #[cfg(not(loom))]
+    if let Some(wakeup) = with_current(|dispatcher| dispatcher.park(deadline)) {
+        return wakeup;
+    }
+    THREAD_PARKER.with(|parker| parker.clone()).park(deadline)
+}
+
+/// Whether the caller runs inside a nimgo coroutine (a task).
+///
+/// ```
+/// assert!(!nimgo::dispatcher::in_coroutine());
+/// nimgo::go_and_wait(|| assert!(nimgo::dispatcher::in_coroutine()));
+/// ```
+pub fn in_coroutine() -> bool {
+    with_current(Dispatcher::in_task).unwrap_or(false)
+}
+
+/// Runs one turn of the calling thread's loop: remote wake-ups, due timers,
+/// a batch of ready tasks, then I/O, waiting at most `timeout` for I/O or a
+/// timer when nothing is runnable (`None`: until something happens).
+/// Returns whether any task ran.
+///
+/// Inside a coroutine this cannot drive the loop (it is already being
+/// driven); it yields to the other tasks instead and returns `true`.
+///
+/// ```
+/// use std::time::Duration;
+/// let task = nimgo::go(|| 7);
+/// assert!(nimgo::dispatcher::run_once(Some(Duration::ZERO))?);
+/// assert!(task.is_finished());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn run_once(timeout: Option<Duration>) -> io::Result<bool> {
+    with_or_create(|dispatcher| {
+        if dispatcher.in_task() {
+            dispatcher.park_with(None, true);
+            true
+        } else {
+            dispatcher.turn(timeout)
+        }
+    })
+}
+
+/// Runs the calling thread's loop until no task is left (NimGo's
+/// `runEventLoop`). Inside a coroutine, parks until every other task of the
+/// thread has finished.
+///
+/// It also returns when the tasks left can never be woken (every one parked,
+/// no timer, no awaited I/O, no waker held anywhere): a deadlock that would
+/// otherwise hang; those tasks are unwound when the thread exits.
+///
+/// ```
+/// use std::cell::Cell;
+/// use std::rc::Rc;
+/// let count = Rc::new(Cell::new(0));
+/// for _ in 0..3 {
+///     let count = count.clone();
+///     nimgo::go(move || count.set(count.get() + 1));
+/// }
+/// nimgo::run_event_loop();
+/// assert_eq!(count.get(), 3);
+/// ```
+pub fn run_event_loop() {
+    // A thread that cannot get a dispatcher has no tasks to run.
+    let _ = with_or_create(Dispatcher::wait_idle);
+}
+
+/// A `mio` source registered with the calling thread's dispatcher, so a
+/// coroutine can park until it is readable or writable.
+///
+/// The registration belongs to the thread that made it (like the coroutine
+/// that uses it); drop it or call [`deregister`](Self::deregister) before
+/// closing the source.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+/// use mio::Interest;
+/// use nimgo::dispatcher::Registration;
+///
+/// let (mut sender, mut receiver) = mio::unix::pipe::new()?;
+/// let registration = Registration::new(&mut receiver, Interest::READABLE)?;
+/// let reader = nimgo::go(move || {
+///     let mut buf = [0u8; 5];
+///     let n = registration
+///         .io(Interest::READABLE, None, || receiver.read(&mut buf))
+///         .unwrap();
+///     buf[..n].to_vec()
+/// });
+/// nimgo::go(move || {
+///     nimgo::sleep(Duration::from_millis(5));
+///     sender.write_all(b"hello").unwrap();
+/// });
+/// assert_eq!(reader.wait(), b"hello");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Registration {
+    token: Token,
+    shared: Arc<Shared>,
+    /// Registrations are tied to their thread's dispatcher.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("token", &self.token).finish()
+    }
+}
+
+impl Registration {
+    /// Registers `source` for `interest` with the calling thread's
+    /// dispatcher (creating it if needed).
+    pub fn new<S: mio::event::Source + ?Sized>(source: &mut S, interest: Interest) -> io::Result<Self> {
+        let mut source = SourceRef(source);
+        with_or_create(|dispatcher| {
+            let token = dispatcher.register(&mut source, interest)?;
+            Ok(Self {
+                token,
+                shared: dispatcher.shared.clone(),
+                _not_send: std::marker::PhantomData,
+            })
+        })?
+    }
+
+    fn dispatcher<R>(&self, f: impl FnOnce(&Dispatcher) -> R) -> io::Result<R> {
+        with_current(|dispatcher| {
+            if Arc::ptr_eq(&dispatcher.shared, &self.shared) {
+                Some(f(dispatcher))
+            } else {
+                None
+            }
+        })
+        .flatten()
+        .ok_or_else(|| io::Error::other("nimgo: I/O registration used off the thread that made it"))
+    }
+
+    /// Parks until the source reports `interest` (readable or writable, or
+    /// closed or in error, which an I/O call will then report), or until
+    /// `deadline` (`ErrorKind::TimedOut`).
+    pub fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<()> {
+        self.dispatcher(|dispatcher| loop {
+            if dispatcher.io_ready(self.token, interest) {
+                return Ok(());
+            }
+            let waiter = dispatcher.add_io_waiter(self.token, interest);
+            let guard = IoWaiterGuard {
+                dispatcher,
+                token: self.token,
+                waiter,
+            };
+            let wakeup = dispatcher.park(deadline);
+            drop(guard);
+            if wakeup == Wakeup::TimedOut && !dispatcher.io_ready(self.token, interest) {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "nimgo: I/O timed out"));
+            }
+        })?
+    }
+
+    /// Forgets the cached readiness for `interest`, after the source said
+    /// `WouldBlock`.
+    pub fn clear(&self, interest: Interest) {
+        let _ = self.dispatcher(|dispatcher| dispatcher.clear_io(self.token, interest));
+    }
+
+    /// Runs `operation` until it does not return `WouldBlock`, parking for
+    /// `interest` in between; gives up with `ErrorKind::TimedOut` at
+    /// `deadline`.
+    pub fn io<R>(
+        &self,
+        interest: Interest,
+        deadline: Option<Instant>,
+        mut operation: impl FnMut() -> io::Result<R>,
+    ) -> io::Result<R> {
+        loop {
+            match operation() {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.clear(interest);
+                    self.wait(interest, deadline)?;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                result => return result,
+            }
+        }
+    }
+
+    /// Removes the source from the dispatcher.
+    pub fn deregister<S: mio::event::Source + ?Sized>(self, source: &mut S) -> io::Result<()> {
+        let result = self.dispatcher(|dispatcher| {
+            dispatcher
+                .poll
+                .borrow()
+                .registry()
+                .deregister(&mut SourceRef(source))
+        });
+        // Drop releases the slot.
+        drop(self);
+        result?
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = self.dispatcher(|dispatcher| dispatcher.release_io(self.token));
+    }
+}
+
+struct IoWaiterGuard<'a> {
+    dispatcher: &'a Dispatcher,
+    token: Token,
+    waiter: (u32, u64),
+}
+
+impl Drop for IoWaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.dispatcher.remove_io_waiter(self.token, self.waiter);
+    }
+}
+
+/// Adapts `&mut S` (possibly unsized) to `mio::event::Source`.
+struct SourceRef<'a, S: mio::event::Source + ?Sized>(&'a mut S);
+
+impl<S: mio::event::Source + ?Sized> mio::event::Source for SourceRef<'_, S> {
+    fn register(&mut self, registry: &mio::Registry, token: Token, interests: Interest) -> io::Result<()> {
+        self.0.register(registry, token, interests)
+    }
+    fn reregister(&mut self, registry: &mio::Registry, token: Token, interests: Interest) -> io::Result<()> {
+        self.0.reregister(registry, token, interests)
+    }
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        self.0.deregister(registry)
+    }
+}

@@ -1,0 +1,632 @@
+//! Tasks: `go`, `GoTask`, and the waiting and timing functions built on
+//! the dispatcher's park (NimGo's `gotasks` and `nimgo` modules).
+//!
+//! # The join hand-off
+//!
+//! A task and its [`GoTask`] share a `JoinState`: a mutex around the
+//! result and at most one waiter. The task, when it ends, stores its result
+//! and takes the waiter under the lock, then wakes it after unlocking. A
+//! joiner takes the result if present, or stores its waker under the same
+//! lock and parks. Either the joiner sees the result, or the task sees the
+//! waker: the join wake-up cannot be lost, whichever thread each side runs
+//! on. `finished` mirrors "result stored" for lock-free `is_finished`.
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use crate::coroutine::{self, stack::GuardedStack};
+use crate::dispatcher::{
+    self, CancelUnwind, Dispatcher, ElapsedUnwind, Remote, Shared, TaskBody, Wakeup, Waker,
+};
+use crate::loom::{Arc, AtomicBool, Mutex, Ordering, lock};
+
+/// Why a task produced no value.
+pub enum JoinError {
+    /// The task panicked; this is the panic's payload.
+    Panicked(Box<dyn Any + Send + 'static>),
+    /// The task was cancelled ([`GoTask::cancel`], or its dispatcher shut
+    /// down) before it finished.
+    Cancelled,
+}
+
+impl JoinError {
+    /// Whether the task was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Self::Cancelled)
+    }
+
+    /// Whether the task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, Self::Panicked(_))
+    }
+
+    /// The panic payload, or `Err(self)` if the task was cancelled.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
+        match self {
+            Self::Panicked(payload) => Ok(payload),
+            Self::Cancelled => Err(self),
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "Box<dyn Any>"
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Panicked(payload) => f
+                .debug_tuple("Panicked")
+                .field(&panic_message(payload.as_ref()))
+                .finish(),
+            Self::Cancelled => f.write_str("Cancelled"),
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Panicked(payload) => {
+                write!(f, "task panicked: {}", panic_message(payload.as_ref()))
+            }
+            Self::Cancelled => f.write_str("task was cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// The error of [`with_timeout`]: the deadline passed while the closure was
+/// parked, and it was unwound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Elapsed(());
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+impl From<Elapsed> for io::Error {
+    fn from(_: Elapsed) -> Self {
+        io::Error::new(io::ErrorKind::TimedOut, "nimgo: deadline has elapsed")
+    }
+}
+
+struct JoinInner<T> {
+    result: Option<Result<T, JoinError>>,
+    waiter: Option<Waker>,
+}
+
+pub(crate) struct JoinState<T> {
+    inner: Mutex<JoinInner<T>>,
+    finished: AtomicBool,
+}
+
+impl<T> JoinState<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: Mutex::new(JoinInner {
+                result: None,
+                waiter: None,
+            }),
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    /// Stores the task's result and wakes its joiner, if any.
+    pub(crate) fn complete(&self, result: Result<T, JoinError>) {
+        let waiter = {
+            let mut inner = lock(&self.inner);
+            inner.result = Some(result);
+            self.finished.store(true, Ordering::Release);
+            inner.waiter.take()
+        };
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Takes the result, or registers `waker` to be woken when it arrives.
+    fn poll(&self, waker: impl FnOnce() -> Waker) -> Option<Result<T, JoinError>> {
+        let mut inner = lock(&self.inner);
+        match inner.result.take() {
+            Some(result) => Some(result),
+            None => {
+                inner.waiter = Some(waker());
+                None
+            }
+        }
+    }
+
+    /// Registers `waker` unless the task already finished.
+    fn register(&self, waker: &Waker) -> bool {
+        let mut inner = lock(&self.inner);
+        if inner.result.is_some() {
+            return false;
+        }
+        inner.waiter = Some(waker.clone());
+        true
+    }
+
+    fn unregister(&self) {
+        lock(&self.inner).waiter = None;
+    }
+
+    /// Waits for the result: parks the caller until the task finishes or
+    /// `deadline` passes (`None` on timeout).
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> Option<Result<T, JoinError>> {
+        loop {
+            if let Some(result) = self.poll(dispatcher::current_waker) {
+                return Some(result);
+            }
+            let guard = UnregisterOnUnwind(self);
+            let wakeup = dispatcher::park(deadline);
+            std::mem::forget(guard);
+            if wakeup == Wakeup::TimedOut {
+                let mut inner = lock(&self.inner);
+                inner.waiter = None;
+                return inner.result.take();
+            }
+        }
+    }
+}
+
+/// Clears the joiner's waker if its park unwinds (cancel, `with_timeout`).
+struct UnregisterOnUnwind<'a, T>(&'a JoinState<T>);
+
+impl<T> Drop for UnregisterOnUnwind<'_, T> {
+    fn drop(&mut self) {
+        self.0.unregister();
+    }
+}
+
+/// Where a task lives, for cancellation.
+struct TaskLocation {
+    shared: Arc<Shared>,
+    index: u32,
+    task_id: u64,
+}
+
+/// The handle of a task started with [`go`] (or a runtime's `spawn`).
+///
+/// Waiting consumes it. Dropping it detaches the task, which runs on. A
+/// `GoTask<T>` is `Send` when `T` is, and can be waited from any thread or
+/// any coroutine.
+///
+/// ```
+/// let task = nimgo::go(|| 6 * 7);
+/// assert!(!task.is_finished()); // tasks start when the loop runs them
+/// assert_eq!(task.wait(), 42);
+/// ```
+#[must_use = "a GoTask does nothing unless waited; drop it to detach the task"]
+pub struct GoTask<T> {
+    join: Arc<JoinState<T>>,
+    location: TaskLocation,
+    _result: PhantomData<T>,
+}
+
+impl<T> fmt::Debug for GoTask<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GoTask")
+            .field("task_id", &self.location.task_id)
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+struct Spawned<F, T> {
+    function: F,
+    join: Arc<JoinState<T>>,
+}
+
+impl<F: FnOnce() -> T, T> TaskBody for Spawned<F, T> {
+    fn run(self: Box<Self>) {
+        let Spawned { function, join } = *self;
+        let result = match panic::catch_unwind(AssertUnwindSafe(function)) {
+            Ok(value) => Ok(value),
+            Err(payload) if payload.is::<CancelUnwind>() => Err(JoinError::Cancelled),
+            Err(payload) => Err(JoinError::Panicked(payload)),
+        };
+        join.complete(result);
+    }
+
+    fn cancel(self: Box<Self>) {
+        let Spawned { function, join } = *self;
+        drop(function);
+        join.complete(Err(JoinError::Cancelled));
+    }
+
+    fn fail(self: Box<Self>, message: String) {
+        let Spawned { function, join } = *self;
+        drop(function);
+        join.complete(Err(JoinError::Panicked(Box::new(message))));
+    }
+}
+
+/// Queues `function` on `dispatcher`.
+pub(crate) fn spawn_on_dispatcher<F, T>(
+    dispatcher: &Dispatcher,
+    function: F,
+    stack: Option<GuardedStack>,
+) -> GoTask<T>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    let join = Arc::new(JoinState::new());
+    let body = Box::new(Spawned {
+        function,
+        join: join.clone(),
+    });
+    let (index, task_id) = dispatcher.spawn(body, stack);
+    GoTask {
+        join,
+        location: TaskLocation {
+            shared: dispatcher.shared().clone(),
+            index,
+            task_id,
+        },
+        _result: PhantomData,
+    }
+}
+
+/// Starts `function` as a coroutine on the calling thread's dispatcher
+/// (NimGo's `goAsync`). Like NimGo it does not run at once: it runs when the
+/// loop gets to it (when the caller parks, waits, or runs the loop).
+/// `function` need not be `Send`: the task never leaves this thread.
+///
+/// # Panics
+///
+/// Panics if the thread is exiting and can no longer run tasks. A task that
+/// cannot get a stack when it starts (memory or mapping limits) completes
+/// with that error as its panic; use [`try_go`] to find out at spawn time.
+///
+/// ```
+/// use std::rc::Rc;
+/// let shared = Rc::new(String::from("not Send, and fine"));
+/// let task = nimgo::go({
+///     let shared = shared.clone();
+///     move || shared.len()
+/// });
+/// assert_eq!(task.wait(), shared.len());
+/// ```
+pub fn go<F, T>(function: F) -> GoTask<T>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    match dispatcher::with_or_create(|dispatcher| spawn_on_dispatcher(dispatcher, function, None)) {
+        Ok(task) => task,
+        Err(error) => panic!("{error}"),
+    }
+}
+
+/// Like [`go`], but takes the task's stack now, so that running out of
+/// stacks (memory, or `vm.max_map_count` on kernels without guard markers)
+/// is an `io::Error` that names the limit instead of a failed task.
+///
+/// ```
+/// let task = nimgo::try_go(|| "started")?;
+/// assert_eq!(task.wait(), "started");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn try_go<F, T>(function: F) -> io::Result<GoTask<T>>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    let stack = GuardedStack::new(coroutine::default_stack_size())?;
+    dispatcher::with_or_create(|dispatcher| spawn_on_dispatcher(dispatcher, function, Some(stack)))
+}
+
+impl<T> GoTask<T> {
+    pub(crate) fn from_parts(join: Arc<JoinState<T>>, shared: Arc<Shared>, index: u32, task_id: u64) -> Self {
+        Self {
+            join,
+            location: TaskLocation {
+                shared,
+                index,
+                task_id,
+            },
+            _result: PhantomData,
+        }
+    }
+
+    /// Waits for the task and returns its value (NimGo's `wait`). Inside a
+    /// coroutine this parks only that coroutine; outside, it runs the
+    /// thread's loop (or blocks the thread, if it has none) until the task
+    /// is done.
+    ///
+    /// # Panics
+    ///
+    /// Re-raises the task's panic, and panics if the task was cancelled.
+    pub fn wait(self) -> T {
+        unwrap_join(self.join())
+    }
+
+    /// Waits for the task; its panic or cancellation comes back as a
+    /// [`JoinError`].
+    ///
+    /// ```
+    /// # let hook = std::panic::take_hook();
+    /// # std::panic::set_hook(Box::new(|_| {}));
+    /// let task = nimgo::go(|| -> u8 { panic!("lost") });
+    /// let error = task.join().unwrap_err();
+    /// # std::panic::set_hook(hook);
+    /// assert!(error.is_panic());
+    /// assert_eq!(error.to_string(), "task panicked: lost");
+    /// ```
+    pub fn join(self) -> Result<T, JoinError> {
+        match self.join.join(None) {
+            Some(result) => result,
+            None => unreachable!("a join without deadline cannot time out"),
+        }
+    }
+
+    /// Waits at most `timeout`; gives the task back if it is not done.
+    ///
+    /// # Panics
+    ///
+    /// As [`wait`](Self::wait).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let slow = nimgo::go(|| { nimgo::sleep(Duration::from_millis(50)); 1 });
+    /// let slow = slow.wait_timeout(Duration::from_millis(1)).unwrap_err();
+    /// assert_eq!(slow.wait_timeout(Duration::from_secs(5)).unwrap(), 1);
+    /// ```
+    pub fn wait_timeout(self, timeout: Duration) -> Result<T, GoTask<T>> {
+        let deadline = Instant::now().checked_add(timeout);
+        match self.join.join(deadline) {
+            Some(result) => Ok(unwrap_join(result)),
+            None => Err(self),
+        }
+    }
+
+    /// Whether the task has finished (returned, panicked or been cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
+    /// Cancels the task: if it has not started it never will; if it is
+    /// parked it is unwound from its park point (its destructors run); if it
+    /// is running it is unwound at its next park. A waiter then gets
+    /// [`JoinError::Cancelled`]. Cancelling a finished task does nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let task = nimgo::go(|| nimgo::sleep(Duration::from_secs(3600)));
+    /// nimgo::yield_now(); // let it start and park
+    /// task.cancel();
+    /// assert!(task.join().unwrap_err().is_cancelled());
+    /// ```
+    pub fn cancel(&self) {
+        if self.is_finished() {
+            return;
+        }
+        let TaskLocation {
+            shared,
+            index,
+            task_id,
+        } = &self.location;
+        let local = dispatcher::with_current(|dispatcher| {
+            if Arc::ptr_eq(dispatcher.shared(), shared) {
+                dispatcher.cancel(*index, *task_id);
+                true
+            } else {
+                false
+            }
+        });
+        if local != Some(true) {
+            shared.push(Remote::Cancel {
+                index: *index,
+                task_id: *task_id,
+            });
+        }
+    }
+}
+
+fn unwrap_join<T>(result: Result<T, JoinError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(JoinError::Panicked(payload)) => panic::resume_unwind(payload),
+        Err(JoinError::Cancelled) => panic!("nimgo: waited for a task that was cancelled"),
+    }
+}
+
+/// Starts `function` and waits for it (NimGo's `goAndWait`).
+///
+/// ```
+/// assert_eq!(nimgo::go_and_wait(|| 2 + 2), 4);
+/// ```
+pub fn go_and_wait<F, T>(function: F) -> T
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    go(function).wait()
+}
+
+/// Waits for every task, in order, and returns their values (NimGo's
+/// `waitAll`).
+///
+/// # Panics
+///
+/// Re-raises the first panic met, as [`GoTask::wait`].
+///
+/// ```
+/// let tasks: Vec<_> = (0..4).map(|i| nimgo::go(move || i * i)).collect();
+/// assert_eq!(nimgo::wait_all(tasks), vec![0, 1, 4, 9]);
+/// ```
+pub fn wait_all<T>(tasks: impl IntoIterator<Item = GoTask<T>>) -> Vec<T> {
+    tasks.into_iter().map(GoTask::wait).collect()
+}
+
+/// Waits until one of `tasks` has finished and returns its index (NimGo's
+/// `waitAny`). The tasks stay in the slice; wait the finished one to get
+/// its value.
+///
+/// # Panics
+///
+/// Panics if `tasks` is empty: there would be nothing to wait for.
+///
+/// ```
+/// use std::time::Duration;
+/// let tasks = vec![
+///     nimgo::go(|| { nimgo::sleep(Duration::from_millis(200)); "slow" }),
+///     nimgo::go(|| { nimgo::sleep(Duration::from_millis(1)); "fast" }),
+/// ];
+/// assert_eq!(nimgo::wait_any(&tasks), 1);
+/// ```
+pub fn wait_any<T>(tasks: &[GoTask<T>]) -> usize {
+    assert!(!tasks.is_empty(), "nimgo::wait_any: no task to wait for");
+    loop {
+        if let Some(index) = tasks.iter().position(GoTask::is_finished) {
+            return index;
+        }
+        let waker = dispatcher::current_waker();
+        let guard = UnregisterAll(tasks);
+        if tasks.iter().all(|task| task.join.register(&waker)) {
+            dispatcher::park(None);
+        }
+        drop(guard);
+    }
+}
+
+struct UnregisterAll<'a, T>(&'a [GoTask<T>]);
+
+impl<T> Drop for UnregisterAll<'_, T> {
+    fn drop(&mut self) {
+        for task in self.0 {
+            task.join.unregister();
+        }
+    }
+}
+
+/// Runs `function`, then the thread's loop until every task is done
+/// (NimGo's `withEventLoop`).
+///
+/// ```
+/// let value = nimgo::with_event_loop(|| {
+///     nimgo::go(|| println!("runs before with_event_loop returns"));
+///     5
+/// });
+/// assert_eq!(value, 5);
+/// ```
+pub fn with_event_loop<R>(function: impl FnOnce() -> R) -> R {
+    let result = function();
+    dispatcher::run_event_loop();
+    result
+}
+
+/// Suspends the caller for `duration`: parks the coroutine, or, outside one,
+/// runs the thread's loop (other tasks run meanwhile) or sleeps the thread.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let start = Instant::now();
+/// nimgo::sleep(Duration::from_millis(5));
+/// assert!(start.elapsed() >= Duration::from_millis(5));
+/// ```
+pub fn sleep(duration: Duration) {
+    let Some(deadline) = Instant::now().checked_add(duration) else {
+        // Practically forever: park until cancelled.
+        loop {
+            dispatcher::park(None);
+        }
+    };
+    while Instant::now() < deadline {
+        dispatcher::park(Some(deadline));
+    }
+}
+
+/// Lets the other ready tasks of this thread run before the caller goes on.
+///
+/// ```
+/// use std::cell::Cell;
+/// use std::rc::Rc;
+/// let order = Rc::new(Cell::new(0));
+/// let other = nimgo::go({
+///     let order = order.clone();
+///     move || order.set(order.get() * 10 + 2)
+/// });
+/// nimgo::go_and_wait({
+///     let order = order.clone();
+///     move || {
+///         order.set(order.get() * 10 + 1);
+///         nimgo::yield_now();
+///         order.set(order.get() * 10 + 3);
+///     }
+/// });
+/// other.wait();
+/// assert_eq!(order.get(), 213);
+/// ```
+pub fn yield_now() {
+    if dispatcher::run_once(Some(Duration::ZERO)).is_err() {
+        std::thread::yield_now();
+    }
+}
+
+/// Runs `function` with a deadline for everything it does, however deep
+/// (tokio's `timeout`, for stackful code). If the deadline passes while
+/// `function` is parked (a sleep, a channel, I/O, a wait), `function` is
+/// unwound from that park point, its destructors run, and `Err(Elapsed)` is
+/// returned. Work that never parks is not interrupted. Scopes nest: the
+/// nearest deadline wins.
+///
+/// ```
+/// use std::time::Duration;
+/// let result = nimgo::with_timeout(Duration::from_millis(10), || {
+///     nimgo::sleep(Duration::from_secs(3600));
+/// });
+/// assert!(result.is_err());
+/// assert_eq!(nimgo::with_timeout(Duration::from_secs(1), || 3), Ok(3));
+/// ```
+pub fn with_timeout<R>(timeout: Duration, function: impl FnOnce() -> R) -> Result<R, Elapsed> {
+    let Some(deadline) = Instant::now().checked_add(timeout) else {
+        return Ok(function());
+    };
+    let scope = match dispatcher::with_or_create(|dispatcher| dispatcher.enter_scope(deadline)) {
+        Ok(scope) => scope,
+        // A thread that is exiting cannot time anything: run unbounded.
+        Err(_) => return Ok(function()),
+    };
+    let exit = ExitScope(scope);
+    let outcome = panic::catch_unwind(AssertUnwindSafe(function));
+    drop(exit);
+    match outcome {
+        Ok(value) => Ok(value),
+        Err(payload) => match payload.downcast::<ElapsedUnwind>() {
+            Ok(elapsed) if elapsed.scope == scope => Err(Elapsed(())),
+            Ok(elapsed) => panic::resume_unwind(elapsed),
+            Err(payload) => panic::resume_unwind(payload),
+        },
+    }
+}
+
+struct ExitScope(u64);
+
+impl Drop for ExitScope {
+    fn drop(&mut self) {
+        dispatcher::with_current(|dispatcher| dispatcher.exit_scope(self.0));
+    }
+}
