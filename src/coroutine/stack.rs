@@ -163,7 +163,7 @@ thread_local! {
     static STATS: ThreadStats = const {
         ThreadStats { slabs: Cell::new(0), live: Cell::new(0), reserved: Cell::new(0) }
     };
-    static POOL: RefCell<Pool> = const { RefCell::new(Pool { classes: Vec::new() }) };
+    static POOL: RefCell<Pool> = const { RefCell::new(Pool { ready: false, classes: Vec::new() }) };
 }
 
 fn live_on_this_thread() -> usize {
@@ -186,6 +186,8 @@ struct Slab {
     live: Cell<u32>,
     /// Whether the slab is in its size class's `available` list.
     in_available: Cell<bool>,
+    /// Whether the slab is its size class's `spare`.
+    is_spare: Cell<bool>,
     registry: Option<signal::RegistryIndex>,
 }
 
@@ -216,6 +218,7 @@ impl Slab {
             free: RefCell::new(Vec::new()),
             live: Cell::new(0),
             in_available: Cell::new(false),
+            is_spare: Cell::new(false),
             registry,
         }))
     }
@@ -285,7 +288,9 @@ struct SizeClass {
     usable: usize,
     /// Slabs with at least one free slot; the last is used first.
     available: Vec<Rc<Slab>>,
-    /// The one fully free slab kept mapped (also in `available`).
+    /// The last slab that became fully free (also in `available`). It may
+    /// have been taken from since: checked when another one becomes free, so
+    /// the take/return fast path never touches it.
     spare: Option<Rc<Slab>>,
     /// Slots in the next slab to map.
     next_slots: usize,
@@ -318,9 +323,6 @@ impl SizeClass {
             None => self.grow()?,
         };
         let index = slab.take_slot()?;
-        if self.spare.as_ref().is_some_and(|s| Rc::ptr_eq(s, &slab)) {
-            self.spare = None;
-        }
         if !slab.has_capacity() {
             let top = self.available.pop();
             debug_assert!(top.is_some_and(|top| Rc::ptr_eq(&top, &slab)));
@@ -340,8 +342,11 @@ impl SizeClass {
         if slab.live.get() != 0 {
             return;
         }
-        match self.spare.take() {
-            Some(other) if !Rc::ptr_eq(&other, slab) => {
+        match &self.spare {
+            Some(spare) if Rc::ptr_eq(spare, slab) => {}
+            Some(other) if other.live.get() == 0 => {
+                other.is_spare.set(false);
+                let other = Rc::clone(other);
                 // Two fully free slabs: keep the larger, unmap the other.
                 let (keep, unmap) = if other.slots >= slab.slots {
                     (other, Rc::clone(slab))
@@ -352,20 +357,31 @@ impl SizeClass {
                     self.available.remove(pos);
                 }
                 unmap.in_available.set(false);
+                keep.is_spare.set(true);
                 self.spare = Some(keep);
             }
-            _ => self.spare = Some(Rc::clone(slab)),
+            other => {
+                if let Some(other) = other {
+                    other.is_spare.set(false);
+                }
+                slab.is_spare.set(true);
+                self.spare = Some(Rc::clone(slab));
+            }
         }
     }
 }
 
 /// The calling thread's stack pool.
 struct Pool {
+    /// Whether this thread has set up the overflow report (handler, alt
+    /// stack).
+    ready: bool,
     /// One entry per usable size in use; a short list, scanned linearly.
     classes: Vec<SizeClass>,
 }
 
 impl Pool {
+    #[inline]
     fn class(&mut self, usable: usize) -> &mut SizeClass {
         let pos = match self.classes.iter().position(|c| c.usable == usable) {
             Some(pos) => pos,
@@ -401,18 +417,24 @@ impl GuardedStack {
     /// on each thread gives the thread an alternate signal stack if it has
     /// none.
     pub(crate) fn new(usable_size: usize) -> io::Result<GuardedStack> {
-        signal::install_overflow_handler();
-        signal::ensure_alt_stack();
         let usable = usable_size
             .max(MIN_STACK_SIZE)
             .checked_next_multiple_of(memory::page_size())
             .ok_or_else(too_large)?;
-        POOL.try_with(|pool| pool.borrow_mut().class(usable).take())
-            .unwrap_or_else(|_| {
-                Err(io::Error::other(
-                    "nimgo: cannot create a coroutine stack while this thread is exiting",
-                ))
-            })
+        POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if !pool.ready {
+                pool.ready = true;
+                signal::install_overflow_handler();
+                signal::ensure_alt_stack();
+            }
+            pool.class(usable).take()
+        })
+        .unwrap_or_else(|_| {
+            Err(io::Error::other(
+                "nimgo: cannot create a coroutine stack while this thread is exiting",
+            ))
+        })
     }
 
     /// Usable bytes between the guard page and the top of the stack.
@@ -427,7 +449,7 @@ impl Drop for GuardedStack {
         slab.free.borrow_mut().push(self.index);
         slab.live.set(slab.live.get() - 1);
         let _ = STATS.try_with(|s| s.live.set(s.live.get() - 1));
-        if !slab.in_available.get() || slab.live.get() == 0 {
+        if !slab.in_available.get() || (slab.live.get() == 0 && !slab.is_spare.get()) {
             // If the pool is gone (thread exit), the slab alone keeps the
             // slot, and is unmapped with its last stack.
             let _ = POOL.try_with(|pool| {
@@ -843,7 +865,9 @@ mod tests {
             }
             let pooled = t.elapsed() / ROUNDS;
 
-            const FRESH: usize = 50_000;
+            // mprotect guards cost two mappings per stack: stay under
+            // the default vm.max_map_count.
+            const FRESH: usize = 20_000;
             let t = Instant::now();
             let stacks: Vec<_> = (0..FRESH)
                 .map(|_| GuardedStack::new(DEFAULT_STACK_SIZE).unwrap())
