@@ -852,6 +852,44 @@ mod tests {
         assert!(!stderr.contains("nimgo coroutine"));
     }
 
+    #[test]
+    fn mprotect_guards_report_the_map_count_limit() {
+        if std::env::var_os(CHILD_ENV).is_some() {
+            assert_eq!(guard_mode(), GuardMode::Mprotect);
+            let mut stacks = Vec::new();
+            let err = loop {
+                match GuardedStack::new(MIN_STACK_SIZE) {
+                    Ok(stack) => stacks.push(stack),
+                    Err(err) => break err,
+                }
+                assert!(stacks.len() < 1_000_000, "no limit reached");
+            };
+            println!("CHILD-ERROR: {err}");
+            assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+            drop(stacks);
+            // Still usable once stacks are returned.
+            drop(GuardedStack::new(MIN_STACK_SIZE).unwrap());
+            return;
+        }
+        let out = run_child(
+            "coroutine::stack::tests::mprotect_guards_report_the_map_count_limit",
+            &[(memory::GUARD_ENV, "mprotect")],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap();
+        let line = stdout
+            .lines()
+            .find(|l| l.contains("CHILD-ERROR"))
+            .expect("the child printed its error");
+        assert!(line.contains(&format!(
+            "vm.max_map_count limit (currently {})",
+            limit.trim()
+        )));
+        assert!(line.contains("coroutine stacks are live on this thread"));
+        assert!(line.contains("sysctl -w vm.max_map_count=N"));
+    }
+
     /// `cargo test --release -- --ignored --nocapture stack_costs`
     #[test]
     #[ignore = "measurement, prints figures"]
