@@ -42,11 +42,11 @@ pub(crate) mod loom;
 pub(crate) mod sys;
 mod task;
 
+pub use dispatcher::run_event_loop;
 pub use task::{
     Elapsed, GoTask, JoinError, go, go_and_wait, sleep, try_go, wait_all, wait_any,
     with_event_loop, with_timeout, yield_now,
 };
-pub use dispatcher::run_event_loop;
 
 /// Internals the loom models drive; not part of the API.
 #[cfg(loom)]

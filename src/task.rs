@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::coroutine::{self, stack::GuardedStack};
 use crate::dispatcher::{
-    self, CancelUnwind, Dispatcher, ElapsedUnwind, Remote, Shared, TaskBody, Wakeup, Waker,
+    self, CancelUnwind, Dispatcher, ElapsedUnwind, Remote, Shared, TaskBody, Waker, Wakeup,
 };
 use crate::loom::{Arc, AtomicBool, Mutex, Ordering, lock};
 
@@ -115,6 +115,17 @@ struct JoinInner<T> {
 pub(crate) struct JoinState<T> {
     inner: Mutex<JoinInner<T>>,
     finished: AtomicBool,
+    /// Where the task runs, once a dispatcher has taken it (a runtime task
+    /// waits in a queue first; a `spawn_blocking` job never has one), and
+    /// whether a cancel came before that.
+    placement: Mutex<Placement>,
+}
+
+/// See [`JoinState::place`] and [`GoTask::cancel`].
+#[derive(Default)]
+struct Placement {
+    location: Option<TaskLocation>,
+    cancel_requested: bool,
 }
 
 impl<T> JoinState<T> {
@@ -125,7 +136,32 @@ impl<T> JoinState<T> {
                 waiter: None,
             }),
             finished: AtomicBool::new(false),
+            placement: Mutex::new(Placement::default()),
         }
+    }
+
+    /// Records where the task runs. Returns `false` if it was cancelled
+    /// before being placed: the caller must then cancel it at once.
+    ///
+    /// The cancel flag and the location share one lock, so a cancel racing
+    /// the placement either finds the location or leaves the flag for this
+    /// check: it is never lost.
+    pub(crate) fn place(&self, shared: Arc<Shared>, index: u32, task_id: u64) -> bool {
+        let mut placement = lock(&self.placement);
+        if placement.cancel_requested {
+            return false;
+        }
+        placement.location = Some(TaskLocation {
+            shared,
+            index,
+            task_id,
+        });
+        true
+    }
+
+    /// Whether a cancel was requested (for tasks that have no location).
+    pub(crate) fn cancel_requested(&self) -> bool {
+        lock(&self.placement).cancel_requested
     }
 
     /// Stores the task's result and wakes its joiner, if any.
@@ -200,6 +236,7 @@ impl<T> Drop for UnregisterOnUnwind<'_, T> {
 }
 
 /// Where a task lives, for cancellation.
+#[derive(Clone)]
 struct TaskLocation {
     shared: Arc<Shared>,
     index: u32,
@@ -220,14 +257,12 @@ struct TaskLocation {
 #[must_use = "a GoTask does nothing unless waited; drop it to detach the task"]
 pub struct GoTask<T> {
     join: Arc<JoinState<T>>,
-    location: TaskLocation,
     _result: PhantomData<T>,
 }
 
 impl<T> fmt::Debug for GoTask<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GoTask")
-            .field("task_id", &self.location.task_id)
             .field("finished", &self.is_finished())
             .finish()
     }
@@ -278,15 +313,9 @@ where
         join: join.clone(),
     });
     let (index, task_id) = dispatcher.spawn(body, stack);
-    GoTask {
-        join,
-        location: TaskLocation {
-            shared: dispatcher.shared().clone(),
-            index,
-            task_id,
-        },
-        _result: PhantomData,
-    }
+    let placed = join.place(dispatcher.shared().clone(), index, task_id);
+    debug_assert!(placed, "nobody can cancel a task before it has a handle");
+    GoTask::from_join(join)
 }
 
 /// Starts `function` as a coroutine on the calling thread's dispatcher
@@ -339,14 +368,11 @@ where
 }
 
 impl<T> GoTask<T> {
-    pub(crate) fn from_parts(join: Arc<JoinState<T>>, shared: Arc<Shared>, index: u32, task_id: u64) -> Self {
+    /// A handle on `join`; the task is placed later with
+    /// [`JoinState::place`] (or never, for jobs that run off-dispatcher).
+    pub(crate) fn from_join(join: Arc<JoinState<T>>) -> Self {
         Self {
             join,
-            location: TaskLocation {
-                shared,
-                index,
-                task_id,
-            },
             _result: PhantomData,
         }
     }
@@ -423,24 +449,30 @@ impl<T> GoTask<T> {
         if self.is_finished() {
             return;
         }
-        let TaskLocation {
+        let location = {
+            let mut placement = lock(&self.join.placement);
+            placement.cancel_requested = true;
+            placement.location.clone()
+        };
+        let Some(TaskLocation {
             shared,
             index,
             task_id,
-        } = &self.location;
+        }) = location
+        else {
+            // Not placed yet: whoever places it sees the flag.
+            return;
+        };
         let local = dispatcher::with_current(|dispatcher| {
-            if Arc::ptr_eq(dispatcher.shared(), shared) {
-                dispatcher.cancel(*index, *task_id);
+            if Arc::ptr_eq(dispatcher.shared(), &shared) {
+                dispatcher.cancel(index, task_id);
                 true
             } else {
                 false
             }
         });
         if local != Some(true) {
-            shared.push(Remote::Cancel {
-                index: *index,
-                task_id: *task_id,
-            });
+            shared.push(Remote::Cancel { index, task_id });
         }
     }
 }

@@ -56,7 +56,7 @@ use std::io;
 use std::panic::{self, AssertUnwindSafe};
 
 pub use corosensei::{CoroutineResult, Yielder};
-pub use stack::DEFAULT_STACK_SIZE;
+pub use stack::{DEFAULT_STACK_SIZE, GuardMode, StackStats, guard_mode, stack_stats};
 
 use crate::sys::signal;
 use stack::GuardedStack;
@@ -156,7 +156,7 @@ where
     /// use nimgo::coroutine::{Coroutine, CoroutineResult};
     ///
     /// let mut coroutine: Coroutine<(), (), &str> =
-///     Coroutine::with_stack_size(64 * 1024, |_, ()| "small")?;
+    ///     Coroutine::with_stack_size(64 * 1024, |_, ()| "small")?;
     /// assert!(matches!(coroutine.resume(()), CoroutineResult::Return("small")));
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -261,4 +261,3 @@ impl Drop for RestoreId {
         signal::set_current_coroutine_id(self.0);
     }
 }
-

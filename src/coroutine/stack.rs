@@ -55,7 +55,6 @@
 
 // The scheduler that uses these items is written in another tree; until the
 // two meet, the crate itself uses only part of this module.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::cell::{Cell, RefCell};
 use std::io;

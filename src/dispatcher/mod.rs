@@ -574,7 +574,10 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Dispatcher) -> R) -> Option<R> {
 
 /// Runs `f` with the calling thread's dispatcher, creating it on first use.
 pub(crate) fn with_or_create<R>(f: impl FnOnce(&Dispatcher) -> R) -> io::Result<R> {
-    if CURRENT.try_with(|current| current.get().is_null()).unwrap_or(false) {
+    if CURRENT
+        .try_with(|current| current.get().is_null())
+        .unwrap_or(false)
+    {
         let dispatcher = Box::new(Dispatcher::new()?);
         let pointer: *const Dispatcher = &*dispatcher;
         OWNER
@@ -584,8 +587,9 @@ pub(crate) fn with_or_create<R>(f: impl FnOnce(&Dispatcher) -> R) -> io::Result<
             })?;
         CURRENT.set(pointer);
     }
-    with_current(f)
-        .ok_or_else(|| io::Error::other("nimgo: this thread is exiting and can no longer run tasks"))
+    with_current(f).ok_or_else(|| {
+        io::Error::other("nimgo: this thread is exiting and can no longer run tasks")
+    })
 }
 
 impl Dispatcher {
@@ -815,9 +819,7 @@ impl Dispatcher {
         for message in buffer.drain(..) {
             match message {
                 Remote::Wake { index, epoch } => {
-                    self.core
-                        .borrow_mut()
-                        .wake(index, epoch, WakeReason::Woken);
+                    self.core.borrow_mut().wake(index, epoch, WakeReason::Woken);
                 }
                 Remote::Cancel { index, task_id } => self.cancel(index, task_id),
                 Remote::Spawn(start) => start(),
@@ -1054,7 +1056,11 @@ impl Dispatcher {
 
     // ----- I/O registrations -------------------------------------------------
 
-    fn register(&self, source: &mut dyn mio::event::Source, interest: Interest) -> io::Result<Token> {
+    fn register(
+        &self,
+        source: &mut dyn mio::event::Source,
+        interest: Interest,
+    ) -> io::Result<Token> {
         let (slot, generation) = {
             let mut core = self.core.borrow_mut();
             let slot = match core.free_io.pop() {
@@ -1072,7 +1078,12 @@ impl Dispatcher {
             (slot, entry.generation)
         };
         let token = make_token(slot, generation);
-        if let Err(error) = self.poll.borrow().registry().register(source, token, interest) {
+        if let Err(error) = self
+            .poll
+            .borrow()
+            .registry()
+            .register(source, token, interest)
+        {
             self.release_io(token);
             return Err(error);
         }
@@ -1309,14 +1320,19 @@ pub struct Registration {
 
 impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registration").field("token", &self.token).finish()
+        f.debug_struct("Registration")
+            .field("token", &self.token)
+            .finish()
     }
 }
 
 impl Registration {
     /// Registers `source` for `interest` with the calling thread's
     /// dispatcher (creating it if needed).
-    pub fn new<S: mio::event::Source + ?Sized>(source: &mut S, interest: Interest) -> io::Result<Self> {
+    pub fn new<S: mio::event::Source + ?Sized>(
+        source: &mut S,
+        interest: Interest,
+    ) -> io::Result<Self> {
         let mut source = SourceRef(source);
         with_or_create(|dispatcher| {
             let token = dispatcher.register(&mut source, interest)?;
@@ -1344,20 +1360,25 @@ impl Registration {
     /// closed or in error, which an I/O call will then report), or until
     /// `deadline` (`ErrorKind::TimedOut`).
     pub fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<()> {
-        self.dispatcher(|dispatcher| loop {
-            if dispatcher.io_ready(self.token, interest) {
-                return Ok(());
-            }
-            let waiter = dispatcher.add_io_waiter(self.token, interest);
-            let guard = IoWaiterGuard {
-                dispatcher,
-                token: self.token,
-                waiter,
-            };
-            let wakeup = dispatcher.park(deadline);
-            drop(guard);
-            if wakeup == Wakeup::TimedOut && !dispatcher.io_ready(self.token, interest) {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "nimgo: I/O timed out"));
+        self.dispatcher(|dispatcher| {
+            loop {
+                if dispatcher.io_ready(self.token, interest) {
+                    return Ok(());
+                }
+                let waiter = dispatcher.add_io_waiter(self.token, interest);
+                let guard = IoWaiterGuard {
+                    dispatcher,
+                    token: self.token,
+                    waiter,
+                };
+                let wakeup = dispatcher.park(deadline);
+                drop(guard);
+                if wakeup == Wakeup::TimedOut && !dispatcher.io_ready(self.token, interest) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "nimgo: I/O timed out",
+                    ));
+                }
             }
         })?
     }
@@ -1426,10 +1447,20 @@ impl Drop for IoWaiterGuard<'_> {
 struct SourceRef<'a, S: mio::event::Source + ?Sized>(&'a mut S);
 
 impl<S: mio::event::Source + ?Sized> mio::event::Source for SourceRef<'_, S> {
-    fn register(&mut self, registry: &mio::Registry, token: Token, interests: Interest) -> io::Result<()> {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
         self.0.register(registry, token, interests)
     }
-    fn reregister(&mut self, registry: &mio::Registry, token: Token, interests: Interest) -> io::Result<()> {
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
         self.0.reregister(registry, token, interests)
     }
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {

@@ -90,12 +90,21 @@ mod tests {
     fn fires_in_deadline_then_insertion_order() {
         let mut timers = Timers::default();
         let now = Instant::now();
-        let late = timers.insert(now + Duration::from_millis(5), TimerTarget::Park { index: 1, epoch: 0 });
+        let late = timers.insert(
+            now + Duration::from_millis(5),
+            TimerTarget::Park { index: 1, epoch: 0 },
+        );
         timers.insert(now, TimerTarget::Park { index: 2, epoch: 0 });
         timers.insert(now, TimerTarget::Park { index: 3, epoch: 0 });
         assert_eq!(timers.next_deadline(), Some(now));
-        assert_eq!(timers.pop_due(now), Some(TimerTarget::Park { index: 2, epoch: 0 }));
-        assert_eq!(timers.pop_due(now), Some(TimerTarget::Park { index: 3, epoch: 0 }));
+        assert_eq!(
+            timers.pop_due(now),
+            Some(TimerTarget::Park { index: 2, epoch: 0 })
+        );
+        assert_eq!(
+            timers.pop_due(now),
+            Some(TimerTarget::Park { index: 3, epoch: 0 })
+        );
         assert_eq!(timers.pop_due(now), None);
         timers.remove(late);
         assert_eq!(timers.len(), 0);
