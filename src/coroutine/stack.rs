@@ -66,21 +66,29 @@ use corosensei::stack::{Stack, StackPointer};
 
 use crate::sys::{memory, signal};
 
-/// The default usable size of a coroutine stack: 256 KiB.
+/// The default usable size of a coroutine stack: 512 KiB.
 ///
 /// - Rust frames are large (inlining, by-value arrays and structs, formatting
 ///   machinery): `may`'s 32 KiB default overflows in ordinary code, such as
 ///   a `println!` under a few layers of generic calls or a TLS handshake.
+/// - Recursion must have room: the smallest non-leaf frame is 32 bytes in an
+///   optimised build (return address, saved register, alignment; measured),
+///   so 10,000 levels take 320 KB, more than a 256 KiB stack holds. 512 KiB
+///   leaves 60% headroom. Unoptimised builds use about 2.5 times larger
+///   frames (80 bytes for the same function): deep recursion in debug builds
+///   may need [`set_default_stack_size`](super::set_default_stack_size).
 /// - Virtual space is free: slabs are mapped with `MAP_NORESERVE`, so only the
-///   pages a coroutine touches cost memory.
-/// - Page tables are the real cost: one 4 KiB page-table page maps 2 MiB, so a
-///   coroutine that touches one page of a 256 KiB slot costs about 512 bytes
-///   of page tables (a 1 MiB slot would cost 2 KiB, a quarter page per
-///   coroutine).
+///   pages a coroutine touches cost memory (one 4 KiB page for a coroutine
+///   that parks shallowly).
+/// - Page tables are the real cost of a larger slot: one 4 KiB page-table
+///   page maps 2 MiB, so a coroutine that touches one page of a 512 KiB slot
+///   costs about 1 KiB of page tables (256 KiB: 512 bytes; 1 MiB: 2 KiB).
+///   512 KiB is the largest size that keeps this under a quarter of the
+///   stack page itself.
 ///
 /// Sizes are rounded up to whole pages, with a minimum of 16 KiB usable, plus
 /// one guard page per stack.
-pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+pub const DEFAULT_STACK_SIZE: usize = 512 * 1024;
 
 /// The smallest usable stack handed out.
 pub(crate) const MIN_STACK_SIZE: usize = 16 * 1024;
