@@ -181,6 +181,7 @@ impl<Input, Yield, Return> Coroutine<Input, Yield, Return> {
     ///
     /// Re-raises a panic of the coroutine's closure (the coroutine is then
     /// finished), and panics if the coroutine has already finished.
+    #[inline]
     pub fn resume(&mut self, input: Input) -> CoroutineResult<Yield, Return> {
         let previous = signal::current_coroutine_id();
         signal::set_current_coroutine_id(self.id);

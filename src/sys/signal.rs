@@ -220,12 +220,13 @@ thread_local! {
 
 /// Records which coroutine this thread is about to run (0: none). The
 /// scheduler calls this on every resume so an overflow report can name it.
-#[cfg_attr(not(test), allow(dead_code))]
+#[inline]
 pub(crate) fn set_current_coroutine_id(id: u64) {
     let _ = CURRENT_COROUTINE.try_with(|c| c.set(id));
 }
 
 /// The id last given to [`set_current_coroutine_id`] on this thread (0: none).
+#[inline]
 pub(crate) fn current_coroutine_id() -> u64 {
     CURRENT_COROUTINE.try_with(Cell::get).unwrap_or(0)
 }
