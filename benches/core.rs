@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use nimgo::coroutine::{Coroutine, CoroutineResult};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|arg| arg != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| arg != "--bench")
+        .collect();
     match args.first().map(String::as_str) {
         Some("switch") => switch(),
         Some("go_wait") => go_wait(100_000),
@@ -139,7 +142,10 @@ fn sleepers(count: usize) {
         println!(
             "bench=sleepers n={count} value=failed unit=bytes/task status={} stderr={:?}",
             output.status,
-            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         );
     }
 }
