@@ -1,0 +1,13 @@
+//! Files, pipes, standard streams and in-memory streams that park only the
+//! calling coroutine.
+//!
+//! - [`GoFile`](file::GoFile): a file descriptor; regular files go through
+//!   the blocking pool, pipes and terminals through the dispatcher.
+//! - [`pipe`](file::pipe), [`stdin`](stdio::stdin), [`stdout`](stdio::stdout),
+//!   [`stderr`](stdio::stderr).
+//! - [`GoBufferStream`](buffer_stream::GoBufferStream): an in-memory byte
+//!   pipe.
+
+pub mod buffer_stream;
+
+pub use buffer_stream::{GoBufferReader, GoBufferStream, GoBufferWriter};
