@@ -39,6 +39,7 @@
 mod blocking;
 pub mod coroutine;
 pub mod dispatcher;
+pub mod fs;
 pub mod io;
 pub(crate) mod loom;
 pub(crate) mod sys;
@@ -46,7 +47,7 @@ mod task;
 
 pub use blocking::spawn_blocking;
 pub use dispatcher::run_event_loop;
-pub use io::GoBufferStream;
+pub use io::{GoBufferStream, GoFile, pipe, stderr, stdin, stdout};
 pub use task::{
     Elapsed, GoTask, JoinError, go, go_and_wait, sleep, try_go, wait_all, wait_any,
     with_event_loop, with_timeout, yield_now,

@@ -11,3 +11,8 @@
 pub mod buffer_stream;
 
 pub use buffer_stream::{GoBufferReader, GoBufferStream, GoBufferWriter};
+pub mod file;
+pub mod stdio;
+
+pub use file::{GoFile, pipe};
+pub use stdio::{stderr, stdin, stdout};
