@@ -74,7 +74,12 @@ where
 {
     fn run(self: Box<Self>) {
         let Task { function, join } = *self;
-        // A cancelled handle needs no result, but the job still runs: it may
+        if join.cancel_requested() {
+            // Cancelled before it started: like an unstarted task, it never
+            // runs (the cancel already completed the handle).
+            return;
+        }
+        // A handle cancelled while the job runs needs no result, but the job still runs: it may
         // have side effects the caller relies on (a write reaching disk).
         let result = panic::catch_unwind(AssertUnwindSafe(function)).map_err(JoinError::Panicked);
         join.complete_if_pending(result);
@@ -288,8 +293,9 @@ fn worker(inner: &Inner) {
 /// Waiting on the handle parks only the calling coroutine (or blocks a
 /// plain thread) until the job is done; a panic in `function` reaches the
 /// joiner as [`JoinError::Panicked`]. [`GoTask::cancel`] makes the waiter get
-/// [`JoinError::Cancelled`] at once, but cannot stop an OS thread: the job
-/// runs on to its end and its result is dropped.
+/// [`JoinError::Cancelled`] at once: a job that has not started never runs;
+/// one already running cannot be stopped (it is an OS thread), so it runs on
+/// to its end and its result is dropped.
 ///
 /// ```
 /// let sum = nimgo::spawn_blocking(|| (1..=10u32).sum::<u32>()).wait();
@@ -363,16 +369,34 @@ mod tests {
 
     #[test]
     fn cancel_returns_promptly_while_the_job_runs_on() {
+        let (started_tx, started) = mpsc::channel::<()>();
         let (release, stuck) = mpsc::channel::<()>();
         let (done_tx, done) = mpsc::channel::<()>();
         let task = spawn_blocking(move || {
+            started_tx.send(()).unwrap();
             stuck.recv().unwrap();
             done_tx.send(()).unwrap();
         });
+        started.recv().unwrap();
         task.cancel();
         assert!(task.join().unwrap_err().is_cancelled());
         release.send(()).unwrap();
         done.recv().unwrap();
+    }
+
+    #[test]
+    fn cancelled_before_start_never_runs() {
+        let pool = BlockingPool::new(1);
+        let (release, stuck) = mpsc::channel::<()>();
+        let blocker = pool.spawn(move || stuck.recv().is_ok());
+        let (ran_tx, ran) = mpsc::channel::<()>();
+        let queued = pool.spawn(move || ran_tx.send(()).unwrap());
+        queued.cancel();
+        assert!(queued.join().unwrap_err().is_cancelled());
+        release.send(()).unwrap();
+        assert!(blocker.wait());
+        // The job was dropped without running: its sender is gone.
+        assert!(ran.recv().is_err());
     }
 
     #[test]

@@ -405,18 +405,18 @@ impl GoFile {
     }
 
     fn deregister(&mut self) {
+        // On another thread the registration is abandoned (module docs):
+        // `ManuallyDrop` keeps it untouched.
         if let Mode::Dispatcher(slot) = &mut self.mode
             && let Some(mut local) = slot.take()
+            && local.thread == std::thread::current().id()
         {
-            if local.thread == std::thread::current().id() {
-                // SAFETY: taken out of the slot, so never used again; we are
-                // on the registration's own thread.
-                let registration = unsafe { ManuallyDrop::take(&mut local.registration) };
-                let Some(file) = &self.file else { return };
-                let raw = file.as_raw_fd();
-                let _ = registration.deregister(&mut SourceFd(&raw));
-            }
-            // On another thread: abandoned, see the module docs.
+            // SAFETY: taken out of the slot, so never used again; we are on
+            // the registration's own thread.
+            let registration = unsafe { ManuallyDrop::take(&mut local.registration) };
+            let Some(file) = &self.file else { return };
+            let raw = file.as_raw_fd();
+            let _ = registration.deregister(&mut SourceFd(&raw));
         }
     }
 
@@ -668,4 +668,31 @@ pub fn pipe() -> io::Result<(GoFile, GoFile)> {
         GoFile::from_nonblocking(reader),
         GoFile::from_nonblocking(writer),
     ))
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A pool read that times out keeps its job: the bytes that arrive
+    /// later come out of the next read, none lost.
+    #[test]
+    fn pool_read_timeout_keeps_the_in_flight_bytes() {
+        let (reader, writer) = sys::pipe().unwrap();
+        let mut reader = GoFile::from_blocking(reader);
+        let mut writer = File::from(writer);
+        reader
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        let mut buf = [0; 16];
+        let error = reader.read(&mut buf).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        writer.write_all(b"late bytes").unwrap();
+        reader.set_read_timeout(None).unwrap();
+        let n = reader.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"late bytes");
+        drop(writer);
+        assert_eq!(reader.read(&mut buf).unwrap(), 0);
+        reader.close().unwrap();
+    }
 }
