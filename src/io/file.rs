@@ -200,7 +200,8 @@ impl GoFile {
     ///
     /// ```
     /// use std::io::{Read, Write};
-    /// let (reader, writer) = std::io::pipe()?;
+    /// use std::os::unix::net::UnixStream;
+    /// let (reader, writer) = UnixStream::pair()?;
     /// let mut reader = nimgo::GoFile::from_fd(reader.into())?;
     /// let mut writer = nimgo::GoFile::from_fd(writer.into())?;
     /// writer.write_all(b"hi")?;
@@ -583,11 +584,16 @@ impl Read for GoFile {
         buf.extend_from_slice(state.unread());
         state.buffer.clear();
         state.position = 0;
-        let rest = blocking::run(move || {
-            let mut rest = Vec::new();
-            (&*file).read_to_end(&mut rest).map(|_| rest)
-        })?;
-        buf.extend_from_slice(&rest);
+        // The caller's vector goes to the job and comes back (its heap
+        // block, never the coroutine's stack), so the bytes land in place.
+        let owned = std::mem::take(buf);
+        let (owned, result) = blocking::run(move || {
+            let mut owned = owned;
+            let result = (&*file).read_to_end(&mut owned);
+            (owned, result)
+        });
+        *buf = owned;
+        result?;
         Ok(buf.len() - start)
     }
 }
