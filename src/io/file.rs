@@ -24,7 +24,10 @@
 //! path, a read job cannot be called back: a timed-out read leaves its job
 //! running and keeps its handle, and the next read takes that job's bytes
 //! first. A timed-out read returns `ErrorKind::TimedOut` either way. Writes
-//! to pool files do not time out (the disk write completes).
+//! to pool files do not time out (the disk write completes). A pool read
+//! whose coroutine is *unwound* while it waits (a cancel, an expired
+//! `with_timeout` scope) drops its job's bytes with the handle: use the
+//! read timeout, not an enclosing scope, when the file must stay usable.
 //!
 //! # Threads
 //!
