@@ -36,13 +36,18 @@
 //! joins it; a stack overflow ends the process with a message that says so.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod blocking;
 pub mod coroutine;
 pub mod dispatcher;
+pub mod fs;
+pub mod io;
 pub(crate) mod loom;
 pub(crate) mod sys;
 mod task;
 
+pub use blocking::spawn_blocking;
 pub use dispatcher::run_event_loop;
+pub use io::{GoBufferStream, GoFile, pipe, stderr, stdin, stdout};
 pub use task::{
     Elapsed, GoTask, JoinError, go, go_and_wait, sleep, try_go, wait_all, wait_any,
     with_event_loop, with_timeout, yield_now,

@@ -119,6 +119,9 @@ pub(crate) struct JoinState<T> {
     /// waits in a queue first; a `spawn_blocking` job never has one), and
     /// whether a cancel came before that.
     placement: Mutex<Placement>,
+    /// The job runs off any dispatcher (a `spawn_blocking` job): a cancel
+    /// completes the handle at once and the job runs on, its result dropped.
+    completes_on_cancel: bool,
 }
 
 /// See [`JoinState::place`] and [`GoTask::cancel`].
@@ -137,7 +140,35 @@ impl<T> JoinState<T> {
             }),
             finished: AtomicBool::new(false),
             placement: Mutex::new(Placement::default()),
+            completes_on_cancel: false,
         }
+    }
+
+    /// A handle for a job that never gets a placement (the blocking pool):
+    /// [`GoTask::cancel`] completes it with [`JoinError::Cancelled`] at once.
+    pub(crate) fn new_detached() -> Self {
+        Self {
+            completes_on_cancel: true,
+            ..Self::new()
+        }
+    }
+
+    /// Like [`complete`](Self::complete), but keeps an earlier result (a
+    /// cancel that already completed the handle). Returns whether it stored.
+    pub(crate) fn complete_if_pending(&self, result: Result<T, JoinError>) -> bool {
+        let waiter = {
+            let mut inner = lock(&self.inner);
+            if self.finished.load(Ordering::Acquire) {
+                return false;
+            }
+            inner.result = Some(result);
+            self.finished.store(true, Ordering::Release);
+            inner.waiter.take()
+        };
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
+        true
     }
 
     /// Records where the task runs. Returns `false` if it was cancelled
@@ -460,7 +491,11 @@ impl<T> GoTask<T> {
             task_id,
         }) = location
         else {
-            // Not placed yet: whoever places it sees the flag.
+            // Not placed yet: whoever places it sees the flag. A job that
+            // never gets a place (the blocking pool) is completed now.
+            if self.join.completes_on_cancel {
+                self.join.complete_if_pending(Err(JoinError::Cancelled));
+            }
             return;
         };
         let local = dispatcher::with_current(|dispatcher| {

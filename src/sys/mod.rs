@@ -11,6 +11,7 @@
 //!   / `SIGBUS` handler, the alternate signal stack, the slab registry it
 //!   consults).
 
+pub(crate) mod fd;
 pub(crate) mod memory;
 pub(crate) mod signal;
 
