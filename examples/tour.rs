@@ -1,6 +1,6 @@
 //! A tour of nimgo, after NimGo's README example: tasks and their return
 //! values, closures sharing data, sleeps that print in wake order,
-//! `wait_all`, and a timeout.
+//! `wait_all`, a timeout, and a read of standard input under a timeout.
 //!
 //! Run it with `cargo run --release --example tour`.
 
@@ -62,6 +62,25 @@ fn main() {
             nimgo::sleep(Duration::from_secs(60));
         });
         println!("with_timeout: {outcome:?}");
+
+        // Standard input under a timeout: a terminal gets 2 s to type a
+        // line; a pipe, a file or /dev/null answers at once.
+        match nimgo::stdin() {
+            Ok(mut stdin) => {
+                println!("type something within 2 s (or pipe it in):");
+                match stdin.read_chunk(Some(Duration::from_secs(2))) {
+                    Ok(bytes) if bytes.is_empty() => println!("stdin: end of input"),
+                    Ok(bytes) => {
+                        println!("stdin: {:?}", String::from_utf8_lossy(&bytes).trim_end())
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                        println!("stdin: nothing within 2 s")
+                    }
+                    Err(error) => println!("stdin: {error}"),
+                }
+            }
+            Err(error) => println!("stdin unavailable: {error}"),
+        }
     });
     println!("tour finished in {:?}", start.elapsed());
 }
