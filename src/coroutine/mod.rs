@@ -58,7 +58,6 @@ use std::panic::{self, AssertUnwindSafe};
 pub use corosensei::{CoroutineResult, Yielder};
 pub use stack::{DEFAULT_STACK_SIZE, GuardMode, StackStats, guard_mode, stack_stats};
 
-use crate::sys::signal;
 use stack::GuardedStack;
 
 thread_local! {
@@ -164,11 +163,13 @@ where
     where
         F: FnOnce(&Yielder<Input, Yield>, Input) -> Return + 'static,
     {
-        let stack = GuardedStack::new(bytes)?;
+        let mut stack = GuardedStack::new(bytes)?;
         let stack_size = stack.usable_size();
+        let id = next_coroutine_id();
+        stack.set_label(id);
         Ok(Self {
             inner: corosensei::Coroutine::with_stack(stack, f),
-            id: next_coroutine_id(),
+            id,
             stack_size,
         })
     }
@@ -183,9 +184,6 @@ impl<Input, Yield, Return> Coroutine<Input, Yield, Return> {
     /// finished), and panics if the coroutine has already finished.
     #[inline]
     pub fn resume(&mut self, input: Input) -> CoroutineResult<Yield, Return> {
-        let previous = signal::current_coroutine_id();
-        signal::set_current_coroutine_id(self.id);
-        let _restore = RestoreId(previous);
         self.inner.resume(input)
     }
 
@@ -252,13 +250,4 @@ pub(crate) fn next_coroutine_id() -> u64 {
     let id = NEXT_ID.get();
     NEXT_ID.set(id + 1);
     id
-}
-
-/// Restores the "current coroutine" number when a resume returns or unwinds.
-pub(crate) struct RestoreId(pub(crate) u64);
-
-impl Drop for RestoreId {
-    fn drop(&mut self) {
-        signal::set_current_coroutine_id(self.0);
-    }
 }

@@ -448,6 +448,18 @@ impl GuardedStack {
     pub(crate) fn usable_size(&self) -> usize {
         self.slab.usable()
     }
+
+    /// Writes the label an overflow report names the slot's coroutine by
+    /// (see [`signal::LABEL_SIZE`]).
+    pub(crate) fn set_label(&mut self, label: u64) {
+        let top = self.slab.slot(self.index).as_ptr() as usize + self.slab.slot_size;
+        let word = (top - 8) as *mut u64;
+        // SAFETY: `top - 8 .. top` is the highest word of this slot's usable,
+        // read/write memory, 8-aligned (slots are page aligned), and this
+        // stack owns the slot exclusively; the label area lies above
+        // `base()`, so no coroutine frame ever overlaps it.
+        unsafe { word.write(label) };
+    }
 }
 
 impl Drop for GuardedStack {
@@ -482,13 +494,14 @@ impl std::fmt::Debug for GuardedStack {
 // Its lowest page is a guard (installed before the slot was first handed out,
 // and neither guard markers nor mprotect are undone while the slab is
 // mapped), and above it are at least 16 KiB (MIN_STACK_SIZE >= corosensei's
-// 4096) of read/write memory. Both ends are page aligned, hence 16-byte
+// 4096) of read/write memory. The limit is page aligned and the base is the
+// slot's page-aligned top less the 16-byte label area, so both are 16-byte
 // aligned.
 unsafe impl Stack for GuardedStack {
     #[inline]
     fn base(&self) -> StackPointer {
         let top = self.slab.slot(self.index).as_ptr() as usize + self.slab.slot_size;
-        NonZeroUsize::new(top).expect("a slot's top is not null")
+        NonZeroUsize::new(top - signal::LABEL_SIZE).expect("a slot's top is not null")
     }
 
     #[inline]
@@ -589,13 +602,17 @@ mod tests {
             assert_eq!(default.usable_size(), DEFAULT_STACK_SIZE);
             for s in [&tiny, &odd, &default] {
                 let (base, limit) = (s.base().get(), s.limit().get());
-                assert_eq!(base % page(), 0);
+                assert_eq!(
+                    (base + signal::LABEL_SIZE) % page(),
+                    0,
+                    "the slot top is page aligned"
+                );
                 assert_eq!(base % corosensei::stack::STACK_ALIGNMENT, 0);
                 assert_eq!(limit % page(), 0);
                 assert_eq!(
-                    base - limit,
+                    base + signal::LABEL_SIZE - limit,
                     s.usable_size() + page(),
-                    "limit includes the guard"
+                    "limit includes the guard, base leaves room for the label"
                 );
                 assert!(signal::is_registered_guard(limit));
                 assert!(signal::is_registered_guard(limit + page() - 1));
@@ -785,8 +802,8 @@ mod tests {
 
     fn overflow_a_coroutine(expect: GuardMode) -> ! {
         assert_eq!(guard_mode(), expect);
-        let stack = GuardedStack::new(64 * 1024).unwrap();
-        signal::set_current_coroutine_id(4242);
+        let mut stack = GuardedStack::new(64 * 1024).unwrap();
+        stack.set_label(4242);
         let mut co =
             corosensei::Coroutine::with_stack(stack, |_: &corosensei::Yielder<(), ()>, ()| {
                 recurse(0)

@@ -82,10 +82,9 @@ use std::time::{Duration, Instant};
 use corosensei::Yielder;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::coroutine;
 use crate::coroutine::stack::GuardedStack;
-use crate::coroutine::{self, RestoreId};
 use crate::loom::{Arc, Condvar, Mutex, lock};
-use crate::sys::signal;
 pub(crate) use shared::{Notifier, Remote, Shared};
 use timer::{TimerKey, TimerTarget, Timers};
 
@@ -886,7 +885,7 @@ impl Dispatcher {
 
     /// Resumes (or starts) the task in slot `index`.
     fn run_task(&self, index: u32) {
-        let (mut coroutine, coroutine_id) = {
+        let mut coroutine = {
             let mut core = self.core.borrow_mut();
             let slot = &mut core.slots[index as usize];
             if slot.task_id == 0 || slot.park.run != RunState::Ready {
@@ -904,8 +903,9 @@ impl Dispatcher {
                         None => GuardedStack::new(coroutine::default_stack_size()),
                     };
                     match stack {
-                        Ok(stack) => {
+                        Ok(mut stack) => {
                             slot.coroutine_id = coroutine::next_coroutine_id();
+                            stack.set_label(slot.coroutine_id);
                             TaskCoroutine::with_stack(stack, move |yielder, ()| {
                                 task_entry(index, yielder, body);
                             })
@@ -921,15 +921,11 @@ impl Dispatcher {
                 Body::Empty | Body::Running => unreachable!("nimgo: ready slot without a task"),
             };
             core.current = index;
-            (coroutine, core.slots[index as usize].coroutine_id)
+            coroutine
         };
-        let previous = signal::current_coroutine_id();
-        signal::set_current_coroutine_id(coroutine_id);
-        let restore = RestoreId(previous);
         // The task body catches every panic of the user's code, so a resume
         // only unwinds if nimgo itself is broken; keep the loop alive anyway.
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| coroutine.resume(())));
-        drop(restore);
         let finished = {
             let mut core = self.core.borrow_mut();
             core.current = ROOT;

@@ -51,7 +51,7 @@
 //!   signal being blocked makes the kernel kill the process with the default
 //!   action instead of recursing.
 
-use std::cell::{Cell, OnceCell};
+use std::cell::OnceCell;
 use std::ptr::{self, NonNull};
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering, fence};
@@ -211,24 +211,23 @@ pub(crate) fn is_registered_guard(addr: usize) -> bool {
     lookup_guard(addr).is_some()
 }
 
-thread_local! {
-    /// The coroutine running on this thread; 0 when none. `const`-initialised
-    /// and without a destructor, so reading it from the handler is
-    /// async-signal-safe.
-    static CURRENT_COROUTINE: Cell<u64> = const { Cell::new(0) };
-}
+/// Bytes at the top of every stack slot that hold the label of the
+/// coroutine using it (its number), written once when the coroutine is
+/// created, so the handler can name it without the scheduler doing any
+/// bookkeeping per switch. The label is the slot's highest 8 bytes; the
+/// other 8 keep the stack top 16-byte aligned.
+pub(crate) const LABEL_SIZE: usize = 16;
 
-/// Records which coroutine this thread is about to run (0: none). The
-/// scheduler calls this on every resume so an overflow report can name it.
-#[inline]
-pub(crate) fn set_current_coroutine_id(id: u64) {
-    let _ = CURRENT_COROUTINE.try_with(|c| c.set(id));
-}
-
-/// The id last given to [`set_current_coroutine_id`] on this thread (0: none).
-#[inline]
-pub(crate) fn current_coroutine_id() -> u64 {
-    CURRENT_COROUTINE.try_with(Cell::get).unwrap_or(0)
+/// The label of the slot whose guard page holds `addr`.
+fn slot_label(slab: &SlabInfo, addr: usize) -> u64 {
+    let slot_start = slab.base + (addr - slab.base) / slab.slot_size * slab.slot_size;
+    let label = (slot_start + slab.slot_size - 8) as *const u64;
+    // SAFETY: `slab` came from the registry, so its mapping is live (a slab is
+    // unregistered before it is unmapped, and the faulting coroutine's own
+    // slab cannot be unmapped while it runs). `label` is the highest,
+    // 8-aligned word of one of its slots: read/write memory above the guard,
+    // never part of a guard page.
+    unsafe { label.read_volatile() }
 }
 
 /// The action that was installed before ours, for chaining.
@@ -289,7 +288,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         msg.push(b"\nthread '");
         push_thread_name(&mut msg);
         msg.push(b"' has overflowed the stack of nimgo coroutine ");
-        match current_coroutine_id() {
+        match slot_label(&slab, addr) {
             0 => msg.push(b"<unknown>"),
             id => msg.push_u64(id),
         }
@@ -302,15 +301,13 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         msg.write_stderr();
         std::process::abort();
     }
-    let coroutine = current_coroutine_id();
-    if coroutine != 0 && REGISTRY_OVERFLOWED.load(Ordering::Relaxed) {
+    if REGISTRY_OVERFLOWED.load(Ordering::Relaxed) {
         let mut msg = Message::new();
         msg.push(b"\nthread '");
         push_thread_name(&mut msg);
         msg.push(b"' got a memory fault at 0x");
         msg.push_hex(addr);
-        msg.push(b" while running nimgo coroutine ");
-        msg.push_u64(coroutine);
+        msg.push(b" in a process running nimgo coroutines");
         msg.push(
             b"; it may be a stack overflow (nimgo's stack registry is full, so it \
               cannot tell)\n",
@@ -577,16 +574,6 @@ mod tests {
         assert!(lookup_guard(0x1001_4000).is_none()); // one past the end
         unregister_slab(index);
         assert!(lookup_guard(0x1000_0000).is_none());
-    }
-
-    #[test]
-    fn coroutine_id_is_per_thread() {
-        set_current_coroutine_id(42);
-        assert_eq!(current_coroutine_id(), 42);
-        std::thread::spawn(|| assert_eq!(current_coroutine_id(), 0))
-            .join()
-            .unwrap();
-        set_current_coroutine_id(0);
     }
 
     #[test]
