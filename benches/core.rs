@@ -1,1 +1,2 @@
+//! Benchmarks of the core (placeholder until the bench workloads land).
 fn main() {}

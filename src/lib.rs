@@ -39,10 +39,19 @@
 pub mod coroutine;
 pub mod dispatcher;
 pub(crate) mod loom;
+#[cfg(not(loom))]
+pub mod runtime;
+/// Under loom only the runtime's sleep accounting is built: it is what the
+/// model checks (the worker threads need mio and real threads).
+#[cfg(loom)]
+#[path = "runtime/idle.rs"]
+mod runtime_idle;
 pub(crate) mod sys;
 mod task;
 
 pub use dispatcher::run_event_loop;
+#[cfg(not(loom))]
+pub use runtime::{Builder, Handle, Runtime, spawn};
 pub use task::{
     Elapsed, GoTask, JoinError, go, go_and_wait, sleep, try_go, wait_all, wait_any,
     with_event_loop, with_timeout, yield_now,
@@ -53,4 +62,5 @@ pub use task::{
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::dispatcher::{LoomNotifier, LoomRemote, LoomShared};
+    pub use crate::runtime_idle::{Idle, LoomWorkerModel};
 }

@@ -192,6 +192,7 @@ impl Waker {
     }
 
     /// Whether both wakers wake the same park.
+    #[allow(dead_code)] // for the channels' waiter lists, which land separately
     pub(crate) fn will_wake(&self, other: &Waker) -> bool {
         match (self, other) {
             (
@@ -572,6 +573,21 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Dispatcher) -> R) -> Option<R> {
     Some(f(dispatcher))
 }
 
+/// Shuts the calling thread's dispatcher down now rather than at thread
+/// exit: unstarted tasks are cancelled and suspended ones unwound (their
+/// destructors run). A runtime worker calls this before it reports that it
+/// has exited, so the runtime knows the unwinding is over. Does nothing on a
+/// thread without a dispatcher.
+pub(crate) fn shutdown_current_thread() {
+    // Take the owner out first: the shutdown runs coroutines, which may use
+    // the dispatcher (through `CURRENT`) but must not find `OWNER` borrowed.
+    let owner = OWNER
+        .try_with(|owner| owner.borrow_mut().take())
+        .ok()
+        .flatten();
+    drop(owner);
+}
+
 /// Runs `f` with the calling thread's dispatcher, creating it on first use.
 pub(crate) fn with_or_create<R>(f: impl FnOnce(&Dispatcher) -> R) -> io::Result<R> {
     if CURRENT
@@ -670,6 +686,12 @@ impl Dispatcher {
             drop(stack);
             body.cancel();
         }
+    }
+
+    /// Whether a task is ready to run (for a runtime worker deciding to
+    /// spin or sleep; a turn with a ready task never blocks).
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.core.borrow().ready.is_empty()
     }
 
     /// Number of tasks spawned on this dispatcher and not finished.

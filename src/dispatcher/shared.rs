@@ -152,6 +152,16 @@ impl Shared {
         self.notify_if_sleeping();
     }
 
+    /// Wakes the dispatcher if it is asleep, for work that is not in its
+    /// inbox (a runtime's job queues). Sets `pending` like [`push`](Self::push),
+    /// so a dispatcher between `prepare_sleep` and `epoll_wait` does not
+    /// block: the same Dekker pattern, no lost wake-up. The next turn finds
+    /// an empty inbox and returns to its caller, which looks at its queues.
+    pub(crate) fn notify(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+        self.notify_if_sleeping();
+    }
+
     fn notify_if_sleeping(&self) {
         // The plain load keeps the common case (dispatcher running) free of a
         // read-modify-write on a shared line.
