@@ -326,9 +326,11 @@ where
 /// Dropping a job that never started cancels its [`GoTask`] (its joiner gets
 /// [`JoinError::Cancelled`]), so a job lost in a queue at shutdown never
 /// leaves a joiner hanging.
+#[cfg_attr(loom, allow(dead_code))] // the runtime is not built under loom
 pub(crate) struct Job(Option<Box<dyn StartJob>>);
 
 /// The type-erased half of a [`Job`]: start it on a dispatcher, or cancel it.
+#[cfg_attr(loom, allow(dead_code))]
 trait StartJob: Send {
     fn start(self: Box<Self>, dispatcher: &Dispatcher);
     fn cancel_unstarted(self: Box<Self>);
@@ -353,6 +355,7 @@ where
     }
 }
 
+#[cfg_attr(loom, allow(dead_code))]
 impl Job {
     /// A job running `function`, and the handle of the task it becomes.
     pub(crate) fn new<F, T>(function: F) -> (Self, GoTask<T>)

@@ -578,6 +578,7 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Dispatcher) -> R) -> Option<R> {
 /// destructors run). A runtime worker calls this before it reports that it
 /// has exited, so the runtime knows the unwinding is over. Does nothing on a
 /// thread without a dispatcher.
+#[cfg_attr(loom, allow(dead_code))] // the runtime is not built under loom
 pub(crate) fn shutdown_current_thread() {
     // Take the owner out first: the shutdown runs coroutines, which may use
     // the dispatcher (through `CURRENT`) but must not find `OWNER` borrowed.
@@ -690,6 +691,7 @@ impl Dispatcher {
 
     /// Whether a task is ready to run (for a runtime worker deciding to
     /// spin or sleep; a turn with a ready task never blocks).
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn has_ready(&self) -> bool {
         !self.core.borrow().ready.is_empty()
     }

@@ -10,8 +10,8 @@
 //! ```text
 //!   worker going to sleep                  job pusher
 //!   ─────────────────────                  ──────────
-//!   asleep[w] := true                      push the job into a queue
-//!   sleepers += 1                          fence
+//!   sleepers += 1                          push the job into a queue
+//!   asleep[w] := true                      fence
 //!   fence                                  if sleepers > 0
 //!   if a queue has a job                       for each w: if swap(asleep[w], false)
 //!       finish_sleep(w), do not sleep              sleepers -= 1; notify w; stop
@@ -32,9 +32,10 @@
 //!
 //! States of `asleep[w]`: `false` (running; only worker `w` sets it `true`)
 //! and `true` (about to sleep or asleep; worker `w` or the one pusher that
-//! wins the `swap` set it back to `false`). `sleepers` counts the `true`
-//! flags, decremented by whoever wins the swap; a pusher reading a stale
-//! non-zero count just finds no flag to swap.
+//! wins the `swap` set it back to `false`). `sleepers` is raised before the
+//! flag and lowered by whoever wins the swap, after it, so it is never
+//! below the number of raised flags; a pusher reading a stale non-zero count
+//! just finds no flag to swap.
 //!
 //! The queues themselves are not loom-aware (crossbeam-deque), so this
 //! struct takes "is there a job" as a closure: `loom-tests/tests/runtime.rs`
@@ -63,8 +64,13 @@ impl Idle {
     /// (work arrived) the announcement has been withdrawn already. After a
     /// sleep, the worker must call [`finish_sleep`](Self::finish_sleep).
     pub fn prepare_sleep(&self, worker: usize, has_work: impl FnOnce() -> bool) -> bool {
-        self.asleep[worker].store(true, Ordering::SeqCst);
+        // Count first, flag second: `sleepers` never falls below the number
+        // of raised flags, so a pusher reading 0 can skip the scan. (The
+        // other order let a pusher claim a flag whose count was not added
+        // yet, drop the count to 0 while another worker slept, and make the
+        // next pusher skip it: a lost wake-up the loom model found.)
         self.sleepers.fetch_add(1, Ordering::SeqCst);
+        self.asleep[worker].store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if has_work() {
             self.finish_sleep(worker);
