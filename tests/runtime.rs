@@ -341,7 +341,8 @@ fn current_thread_tid() -> i32 {
 #[ignore]
 fn measure_spawn_join() {
     const N: u64 = 100_000;
-    let runtime = runtime(2);
+    let workers = std::env::var("NIMGO_WORKERS").map_or(2, |text| text.parse().unwrap());
+    let runtime = runtime(workers);
     for _ in 0..3 {
         let nanos = runtime.block_on(|| {
             let start = Instant::now();
@@ -352,5 +353,24 @@ fn measure_spawn_join() {
             elapsed.as_nanos() as f64 / N as f64
         });
         println!("bench=spawn_join n={N} value={nanos:.0} unit=ns/task");
+    }
+}
+
+/// The same workload with the single-thread `go`, for comparison with
+/// `measure_spawn_join` (the runtime's job path adds a queue, placement and
+/// stealing on top).
+#[test]
+#[ignore]
+fn measure_spawn_join_with_go() {
+    const N: u64 = 100_000;
+    for _ in 0..3 {
+        let nanos = nimgo::go_and_wait(|| {
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..N).map(|i| nimgo::go(move || i)).collect();
+            let sum: u64 = tasks.into_iter().map(GoTask::wait).sum();
+            assert_eq!(sum, N * (N - 1) / 2);
+            start.elapsed().as_nanos() as f64 / N as f64
+        });
+        println!("bench=spawn_join_go n={N} value={nanos:.0} unit=ns/task");
     }
 }

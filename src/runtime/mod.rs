@@ -55,7 +55,7 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
 
-use crossbeam_deque::{Injector, Stealer, Worker};
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
 use crate::dispatcher::{self, Remote, Shared};
 use crate::loom::{Arc, AtomicU8, Condvar, Mutex, Ordering, lock, thread};
@@ -86,8 +86,8 @@ pub(crate) struct RuntimeShared {
     workers: Box<[Arc<Shared>]>,
     idle: Idle,
     state: AtomicU8,
-    /// How many workers have left their loop and shut their dispatcher.
-    exited: Mutex<usize>,
+    /// Which workers have left their loop and shut their dispatcher down.
+    exited: Mutex<Vec<bool>>,
     exit_condvar: Condvar,
     blocking_threads: usize,
 }
@@ -110,8 +110,8 @@ impl RuntimeShared {
         }
     }
 
-    fn report_exit(&self) {
-        *lock(&self.exited) += 1;
+    fn report_exit(&self, worker: usize) {
+        lock(&self.exited)[worker] = true;
         self.exit_condvar.notify_all();
     }
 
@@ -125,7 +125,7 @@ impl RuntimeShared {
         // A shutdown that raced the push may have drained the injector
         // before the push landed: whoever sees the other's write cancels.
         if self.state() != State::Running {
-            self.cancel_queued();
+            self.cancel_queued(false);
         }
     }
 
@@ -135,13 +135,14 @@ impl RuntimeShared {
         }
     }
 
-    /// Drops (so cancels) every job still in the injector.
-    fn cancel_queued(&self) {
-        loop {
-            match self.injector.steal() {
-                crossbeam_deque::Steal::Success(job) => drop(job),
-                crossbeam_deque::Steal::Retry => continue,
-                crossbeam_deque::Steal::Empty => break,
+    /// Drops (so cancels) every job still in the injector. With
+    /// `deques_too`, also those in the workers' deques (once the workers are
+    /// gone or detached; an exiting worker drops its own).
+    fn cancel_queued(&self, deques_too: bool) {
+        drain(|| self.injector.steal());
+        if deques_too {
+            for stealer in self.stealers.iter() {
+                drain(|| stealer.steal());
             }
         }
     }
@@ -372,7 +373,7 @@ impl Builder {
             workers: shared.into_boxed_slice(),
             idle: Idle::new(workers),
             state: AtomicU8::new(State::Running as u8),
-            exited: Mutex::new(0),
+            exited: Mutex::new(vec![false; workers]),
             exit_condvar: Condvar::new(),
             blocking_threads: self.blocking_threads,
         });
@@ -382,6 +383,17 @@ impl Builder {
             shared: runtime,
             threads,
         })
+    }
+}
+
+/// Drops (so cancels) every job `steal` yields.
+fn drain(steal: impl Fn() -> Steal<Job>) {
+    loop {
+        match steal() {
+            Steal::Success(job) => drop(job),
+            Steal::Retry => continue,
+            Steal::Empty => break,
+        }
     }
 }
 
@@ -659,18 +671,17 @@ impl Runtime {
         if self.threads.is_empty() {
             return;
         }
-        let workers = self.threads.len();
         let shared = &self.shared;
         let deadline = Instant::now() + timeout;
         shared.advance(State::Stopping);
-        shared.cancel_queued();
+        shared.cancel_queued(false);
         if !self.wait_exits(deadline) {
             shared.advance(State::Unwinding);
             self.wait_exits(Instant::now() + UNWIND_GRACE);
         }
-        let exited = *lock(&self.shared.exited);
-        for thread in self.threads.drain(..) {
-            if thread.is_finished() || exited == workers {
+        let exited = lock(&self.shared.exited).clone();
+        for (thread, exited) in self.threads.drain(..).zip(exited) {
+            if exited {
                 let _ = thread.join();
             } else {
                 let name = thread.thread().name().unwrap_or("unnamed").to_owned();
@@ -680,15 +691,14 @@ impl Runtime {
                 );
             }
         }
-        shared.cancel_queued();
+        shared.cancel_queued(true);
     }
 
     /// Waits until every worker has exited or `deadline`; returns whether
     /// they all did.
     fn wait_exits(&self, deadline: Instant) -> bool {
-        let workers = self.threads.len();
         let mut exited = lock(&self.shared.exited);
-        while *exited < workers {
+        while !exited.iter().all(|&exited| exited) {
             let now = Instant::now();
             if now >= deadline {
                 return false;

@@ -63,7 +63,7 @@ pub(super) fn run(runtime: Arc<RuntimeShared>, index: usize, local: Worker<Job>)
     dispatcher::shutdown_current_thread();
     let context = CONTEXT.with(|context| context.borrow_mut().take());
     drop(context);
-    runtime.report_exit();
+    runtime.report_exit(index);
 }
 
 fn work(runtime: &RuntimeShared, index: usize, dispatcher: &Dispatcher) {
