@@ -25,6 +25,9 @@
 //!   [`GoTask`]; [`GoTask::wait`] suspends only the waiting coroutine.
 //! - [`sleep`], [`yield_now`], [`with_timeout`], [`wait_all`], [`wait_any`]
 //!   work the same inside a coroutine and outside (where they run the loop).
+//! - [`Runtime`] runs N worker threads, each with its own dispatcher;
+//!   [`Runtime::spawn`] and [`spawn`] queue tasks that idle workers steal
+//!   before they start (a started coroutine never changes thread).
 //! - [`coroutine`] is the low-level layer: coroutines on guarded stacks with
 //!   no dispatcher; [`dispatcher`] parks on any `mio` source.
 //!

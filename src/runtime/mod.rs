@@ -853,17 +853,19 @@ where
     T: Send + 'static,
 {
     let (job, task) = Job::new(function);
-    let job = match worker::with_context(|context| context.runtime.state() == State::Running) {
-        Some(true) => {
-            worker::with_context(|context| {
-                context.local.push(job);
-                context.runtime.wake_one();
-            });
-            return task;
+    // On a worker: its own deque (or, once shutdown began, dropped, which
+    // cancels it). Elsewhere the job comes back and starts here, as `go`.
+    let mut job = Some(job);
+    worker::with_context(|context| {
+        if let Some(job) = job.take()
+            && context.runtime.state() == State::Running
+        {
+            context.local.push(job);
+            context.runtime.wake_one();
         }
-        // Shutting down: the job drops here, cancelled.
-        Some(false) => return task,
-        None => job,
+    });
+    let Some(job) = job else {
+        return task;
     };
     match dispatcher::with_or_create(|dispatcher| job.start(dispatcher)) {
         Ok(()) => task,
