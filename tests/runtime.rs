@@ -374,3 +374,29 @@ fn measure_spawn_join_with_go() {
         println!("bench=spawn_join_go n={N} value={nanos:.0} unit=ns/task");
     }
 }
+
+/// A proxy for pingpong_cross until channels land: a task on worker 0
+/// repeatedly starts a task on worker 1 and waits for it, so each round
+/// is one cross-thread inbox hand-off each way (plus a task start).
+#[test]
+#[ignore]
+fn measure_cross_worker_round_trip() {
+    const ROUNDS: u64 = 100_000;
+    let runtime = runtime(2);
+    let handle = runtime.handle();
+    for _ in 0..3 {
+        let handle = handle.clone();
+        let nanos = runtime
+            .spawn_on(0, move || {
+                let start = Instant::now();
+                let mut value = 0u64;
+                for _ in 0..ROUNDS {
+                    value = handle.spawn_on(1, move || value + 1).wait();
+                }
+                assert_eq!(value, ROUNDS);
+                start.elapsed().as_nanos() as f64 / ROUNDS as f64
+            })
+            .wait();
+        println!("bench=cross_worker_round_trip n={ROUNDS} value={nanos:.0} unit=ns/round_trip");
+    }
+}
