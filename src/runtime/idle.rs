@@ -43,7 +43,7 @@
 
 use crate::loom::{AtomicBool, AtomicUsize, Ordering, fence};
 
-/// Which workers are asleep. See the [module docs](self).
+/// Which workers are asleep; the protocol is in this file's module docs.
 #[derive(Debug)]
 pub struct Idle {
     sleepers: AtomicUsize,
@@ -103,11 +103,6 @@ impl Idle {
                 None
             }
         })
-    }
-
-    /// How many workers are announced asleep (for tests and models).
-    pub fn sleepers(&self) -> usize {
-        self.sleepers.load(Ordering::SeqCst)
     }
 }
 

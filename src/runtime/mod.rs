@@ -49,7 +49,7 @@
 mod idle;
 mod worker;
 
-pub use idle::Idle;
+use idle::Idle;
 
 use std::fmt;
 use std::io;
@@ -870,5 +870,29 @@ where
     match dispatcher::with_or_create(|dispatcher| job.start(dispatcher)) {
         Ok(()) => task,
         Err(error) => panic!("{error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Idle, parse_cpu_list};
+
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(parse_cpu_list("0-1"), Some(vec![0, 1]));
+        assert_eq!(parse_cpu_list("0,2-4,7"), Some(vec![0, 2, 3, 4, 7]));
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn a_job_push_claims_each_sleep_once() {
+        let idle = Idle::new(2);
+        assert_eq!(idle.wake_one(), None);
+        assert!(idle.prepare_sleep(1, || false));
+        assert_eq!(idle.wake_one(), Some(1));
+        assert_eq!(idle.wake_one(), None, "one notification per sleep");
+        idle.finish_sleep(1);
+        assert!(!idle.prepare_sleep(0, || true), "work seen: no sleep");
+        assert_eq!(idle.wake_one(), None);
     }
 }
