@@ -87,6 +87,11 @@ fn work(runtime: &RuntimeShared, index: usize, dispatcher: &Dispatcher) {
                 job.start(dispatcher);
                 started += 1;
             }
+            if started == JOBS_PER_TURN {
+                // More jobs are likely queued: a push woke only one
+                // sleeper, so pass the wake on for the others to help.
+                runtime.wake_one();
+            }
         }
         let ran = dispatcher.turn(Some(Duration::ZERO));
         if started > 0 || ran || dispatcher.has_ready() {
