@@ -258,6 +258,13 @@ impl BlockingPool {
 
 /// The loop of one pool thread.
 fn worker(inner: &Inner) {
+    let nice: i32 = std::env::var("NIMGO_POOL_NICE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if nice != 0 {
+        let _ = crate::sys::thread::set_current_thread_nice(nice);
+    }
     let mut state = lock(&inner.state);
     loop {
         if let Some(job) = state.queue.pop_front() {

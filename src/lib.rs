@@ -25,6 +25,9 @@
 //!   [`GoTask`]; [`GoTask::wait`] suspends only the waiting coroutine.
 //! - [`sleep`], [`yield_now`], [`with_timeout`], [`wait_all`], [`wait_any`]
 //!   work the same inside a coroutine and outside (where they run the loop).
+//! - [`Runtime`] runs N worker threads, each with its own dispatcher;
+//!   [`Runtime::spawn`] and [`spawn`] queue tasks that idle workers steal
+//!   before they start (a started coroutine never changes thread).
 //! - [`coroutine`] is the low-level layer: coroutines on guarded stacks with
 //!   no dispatcher; [`dispatcher`] parks on any `mio` source.
 //!
@@ -42,12 +45,21 @@ pub mod dispatcher;
 pub mod fs;
 pub mod io;
 pub(crate) mod loom;
+#[cfg(not(loom))]
+pub mod runtime;
+/// Under loom only the runtime's sleep accounting is built: it is what the
+/// model checks (the worker threads need mio and real threads).
+#[cfg(loom)]
+#[path = "runtime/idle.rs"]
+mod runtime_idle;
 pub(crate) mod sys;
 mod task;
 
 pub use blocking::spawn_blocking;
 pub use dispatcher::run_event_loop;
 pub use io::{GoBufferStream, GoFile, pipe, stderr, stdin, stdout};
+#[cfg(not(loom))]
+pub use runtime::{Builder, Handle, Runtime, spawn};
 pub use task::{
     Elapsed, GoTask, JoinError, go, go_and_wait, sleep, try_go, wait_all, wait_any,
     with_event_loop, with_timeout, yield_now,
@@ -58,4 +70,5 @@ pub use task::{
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::dispatcher::{LoomNotifier, LoomRemote, LoomShared};
+    pub use crate::runtime_idle::{Idle, LoomWorkerModel};
 }

@@ -191,6 +191,7 @@ impl<T> JoinState<T> {
     }
 
     /// Whether a cancel was requested (for tasks that have no location).
+    #[allow(dead_code)] // for the blocking pool, which lands separately
     pub(crate) fn cancel_requested(&self) -> bool {
         lock(&self.placement).cancel_requested
     }
@@ -347,6 +348,81 @@ where
     let placed = join.place(dispatcher.shared().clone(), index, task_id);
     debug_assert!(placed, "nobody can cancel a task before it has a handle");
     GoTask::from_join(join)
+}
+
+/// A not-yet-started task that may still cross threads: what a runtime's
+/// queues hold. It becomes a task of whichever dispatcher starts it, and
+/// never moves again after that.
+///
+/// Dropping a job that never started cancels its [`GoTask`] (its joiner gets
+/// [`JoinError::Cancelled`]), so a job lost in a queue at shutdown never
+/// leaves a joiner hanging.
+#[cfg_attr(loom, allow(dead_code))] // the runtime is not built under loom
+pub(crate) struct Job(Option<Box<dyn StartJob>>);
+
+/// The type-erased half of a [`Job`]: start it on a dispatcher, or cancel it.
+#[cfg_attr(loom, allow(dead_code))]
+trait StartJob: Send {
+    fn start(self: Box<Self>, dispatcher: &Dispatcher);
+    fn cancel_unstarted(self: Box<Self>);
+}
+
+impl<F, T> StartJob for Spawned<F, T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn start(self: Box<Self>, dispatcher: &Dispatcher) {
+        let join = self.join.clone();
+        let (index, task_id) = dispatcher.spawn(self, None);
+        if !join.place(dispatcher.shared().clone(), index, task_id) {
+            // Cancelled while it waited in a queue: it must never run.
+            dispatcher.cancel(index, task_id);
+        }
+    }
+
+    fn cancel_unstarted(self: Box<Self>) {
+        TaskBody::cancel(self);
+    }
+}
+
+#[cfg_attr(loom, allow(dead_code))]
+impl Job {
+    /// A job running `function`, and the handle of the task it becomes.
+    pub(crate) fn new<F, T>(function: F) -> (Self, GoTask<T>)
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let join = Arc::new(JoinState::new());
+        let body = Box::new(Spawned {
+            function,
+            join: join.clone(),
+        });
+        (Self(Some(body)), GoTask::from_join(join))
+    }
+
+    /// Makes the job a task of `dispatcher` (queued there, not run yet).
+    /// A job cancelled while queued is cancelled at once instead.
+    pub(crate) fn start(mut self, dispatcher: &Dispatcher) {
+        if let Some(body) = self.0.take() {
+            body.start(dispatcher);
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(body) = self.0.take() {
+            body.cancel_unstarted();
+        }
+    }
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Job")
+    }
 }
 
 /// Starts `function` as a coroutine on the calling thread's dispatcher

@@ -37,10 +37,10 @@
 //! `loom-tests/` checks this protocol against this very code; under
 //! `--cfg loom` the notifier is a condition variable instead of an eventfd.
 
-use crate::loom::{AtomicBool, Mutex, Ordering, lock};
+use crate::loom::{AtomicBool, Mutex, Ordering, fence, lock};
 
 /// A message for a dispatcher from any thread.
-pub(crate) enum Remote {
+pub enum Remote {
     /// Wake the task in slot `index` if it is still parked at `epoch`.
     Wake {
         /// Slot of the task, or [`ROOT`](super::ROOT) for the thread itself.
@@ -71,7 +71,7 @@ impl std::fmt::Debug for Remote {
 
 /// Wakes a dispatcher out of its blocking poll.
 #[cfg(not(loom))]
-pub(crate) struct Notifier(mio::Waker);
+pub struct Notifier(mio::Waker);
 
 #[cfg(not(loom))]
 impl Notifier {
@@ -89,7 +89,7 @@ impl Notifier {
 
 /// Under loom the "poll" is a condition variable the model thread waits on.
 #[cfg(loom)]
-pub(crate) struct Notifier {
+pub struct Notifier {
     woken: Mutex<usize>,
     condvar: crate::loom::Condvar,
 }
@@ -125,7 +125,7 @@ impl Notifier {
 }
 
 /// Cross-thread half of a dispatcher. See the [module docs](self).
-pub(crate) struct Shared {
+pub struct Shared {
     inbox: Mutex<Vec<Remote>>,
     pending: AtomicBool,
     sleeping: AtomicBool,
@@ -152,7 +152,23 @@ impl Shared {
         self.notify_if_sleeping();
     }
 
+    /// Wakes the dispatcher if it is asleep, for work that is not in its
+    /// inbox (a runtime's job queues). Sets `pending` like [`push`](Self::push),
+    /// so a dispatcher between `prepare_sleep` and `epoll_wait` does not
+    /// block: the same Dekker pattern, no lost wake-up. The next turn finds
+    /// an empty inbox and returns to its caller, which looks at its queues.
+    pub(crate) fn notify(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+        self.notify_if_sleeping();
+    }
+
     fn notify_if_sleeping(&self) {
+        // Orders the caller's `pending` store before the `sleeping` load in
+        // the single SeqCst order. SeqCst accesses alone already do that in
+        // C++'s model, but loom treats them as AcqRel and only honours
+        // SeqCst fences, so the protocol is written with fences on both
+        // sides (here and in `prepare_sleep`) to be checkable.
+        fence(Ordering::SeqCst);
         // The plain load keeps the common case (dispatcher running) free of a
         // read-modify-write on a shared line.
         if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
@@ -169,6 +185,7 @@ impl Shared {
     /// message is already waiting, in which case it must not block.
     pub(crate) fn prepare_sleep(&self) -> bool {
         self.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst); // see `notify_if_sleeping`
         if self.pending.load(Ordering::SeqCst) {
             self.sleeping.store(false, Ordering::SeqCst);
             false

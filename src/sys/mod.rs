@@ -14,6 +14,7 @@
 pub(crate) mod fd;
 pub(crate) mod memory;
 pub(crate) mod signal;
+pub(crate) mod thread;
 
 /// Calls `libc::$fn($args)` and maps the C error convention to `io::Result`.
 ///
