@@ -286,7 +286,6 @@ struct TaskLocation {
 /// assert!(!task.is_finished()); // tasks start when the loop runs them
 /// assert_eq!(task.wait(), 42);
 /// ```
-#[must_use = "a GoTask does nothing unless waited; drop it to detach the task"]
 pub struct GoTask<T> {
     join: Arc<JoinState<T>>,
     _result: PhantomData<T>,

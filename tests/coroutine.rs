@@ -132,6 +132,7 @@ fn libc_sigabrt() -> i32 {
     6
 }
 
+#[allow(unconditional_recursion)] // it ends in the guard page, on purpose
 fn recurse_forever(n: u64) -> u64 {
     let buffer = black_box([n; 64]);
     black_box(recurse_forever(n + 1) + buffer[3])
