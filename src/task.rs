@@ -110,36 +110,37 @@ impl From<Elapsed> for io::Error {
 struct JoinInner<T> {
     result: Option<Result<T, JoinError>>,
     waiter: Option<Waker>,
+    /// Where the task runs, once a dispatcher has taken it (a runtime task
+    /// waits in a queue first; a `spawn_blocking` job never has one).
+    location: Option<TaskLocation>,
+    /// A cancel came; whoever places the task later must cancel it.
+    cancel_requested: bool,
 }
 
 pub(crate) struct JoinState<T> {
     inner: Mutex<JoinInner<T>>,
     finished: AtomicBool,
-    /// Where the task runs, once a dispatcher has taken it (a runtime task
-    /// waits in a queue first; a `spawn_blocking` job never has one), and
-    /// whether a cancel came before that.
-    placement: Mutex<Placement>,
     /// The job runs off any dispatcher (a `spawn_blocking` job): a cancel
     /// completes the handle at once and the job runs on, its result dropped.
     completes_on_cancel: bool,
 }
 
-/// See [`JoinState::place`] and [`GoTask::cancel`].
-#[derive(Default)]
-struct Placement {
-    location: Option<TaskLocation>,
-    cancel_requested: bool,
-}
-
 impl<T> JoinState<T> {
     pub(crate) fn new() -> Self {
+        Self::with_location(None)
+    }
+
+    /// A handle for a task already placed at `location` (a local `go`): no
+    /// lock is needed to place it later.
+    fn with_location(location: Option<TaskLocation>) -> Self {
         Self {
             inner: Mutex::new(JoinInner {
                 result: None,
                 waiter: None,
+                location,
+                cancel_requested: false,
             }),
             finished: AtomicBool::new(false),
-            placement: Mutex::new(Placement::default()),
             completes_on_cancel: false,
         }
     }
@@ -178,11 +179,11 @@ impl<T> JoinState<T> {
     /// the placement either finds the location or leaves the flag for this
     /// check: it is never lost.
     pub(crate) fn place(&self, shared: Arc<Shared>, index: u32, task_id: u64) -> bool {
-        let mut placement = lock(&self.placement);
-        if placement.cancel_requested {
+        let mut inner = lock(&self.inner);
+        if inner.cancel_requested {
             return false;
         }
-        placement.location = Some(TaskLocation {
+        inner.location = Some(TaskLocation {
             shared,
             index,
             task_id,
@@ -193,7 +194,14 @@ impl<T> JoinState<T> {
     /// Whether a cancel was requested (for tasks that have no location).
     #[allow(dead_code)] // for the blocking pool, which lands separately
     pub(crate) fn cancel_requested(&self) -> bool {
-        lock(&self.placement).cancel_requested
+        lock(&self.inner).cancel_requested
+    }
+
+    /// Marks the task cancelled and returns where it runs, if placed.
+    fn request_cancel(&self) -> Option<TaskLocation> {
+        let mut inner = lock(&self.inner);
+        inner.cancel_requested = true;
+        inner.location.clone()
     }
 
     /// Stores the task's result and wakes its joiner, if any.
@@ -338,15 +346,20 @@ where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
-    let join = Arc::new(JoinState::new());
-    let body = Box::new(Spawned {
-        function,
-        join: join.clone(),
-    });
-    let (index, task_id) = dispatcher.spawn(body, stack);
-    let placed = join.place(dispatcher.shared().clone(), index, task_id);
-    debug_assert!(placed, "nobody can cancel a task before it has a handle");
-    GoTask::from_join(join)
+    let mut handle = None;
+    dispatcher.spawn_with(
+        |index, task_id| {
+            let join = Arc::new(JoinState::with_location(Some(TaskLocation {
+                shared: dispatcher.shared().clone(),
+                index,
+                task_id,
+            })));
+            handle = Some(GoTask::from_join(join.clone()));
+            Box::new(Spawned { function, join })
+        },
+        stack,
+    );
+    handle.expect("spawn_with calls make exactly once")
 }
 
 /// A not-yet-started task that may still cross threads: what a runtime's
@@ -555,11 +568,7 @@ impl<T> GoTask<T> {
         if self.is_finished() {
             return;
         }
-        let location = {
-            let mut placement = lock(&self.join.placement);
-            placement.cancel_requested = true;
-            placement.location.clone()
-        };
+        let location = self.join.request_cancel();
         let Some(TaskLocation {
             shared,
             index,

@@ -651,6 +651,20 @@ impl Dispatcher {
         core.allocate_slot(Body::Unstarted(body, stack))
     }
 
+    /// Like [`spawn`](Self::spawn), for a body that needs to know its own
+    /// slot and task id: `make` gets them before the task is queued.
+    pub(crate) fn spawn_with(
+        &self,
+        make: impl FnOnce(u32, u64) -> Box<dyn TaskBody>,
+        stack: Option<GuardedStack>,
+    ) {
+        let (index, task_id) = self.core.borrow_mut().allocate_slot(Body::Empty);
+        // Nothing runs between the reservation and this store (same thread),
+        // so the loop never sees the slot empty.
+        let body = make(index, task_id);
+        self.core.borrow_mut().slots[index as usize].body = Body::Unstarted(body, stack);
+    }
+
     /// Cancels task `task_id` in slot `index` (see `GoTask::cancel`).
     pub(crate) fn cancel(&self, index: u32, task_id: u64) {
         let body = {
