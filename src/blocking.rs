@@ -107,6 +107,8 @@ struct Inner {
     exited: Condvar,
     max_threads: usize,
     keep_alive: Duration,
+    /// Name of the pool's threads.
+    thread_name: String,
 }
 
 /// An elastic pool of OS threads for blocking work (see the module docs).
@@ -116,7 +118,6 @@ pub(crate) struct BlockingPool {
 }
 
 /// What a [`BlockingPool::shutdown_timeout`] left behind.
-#[allow(dead_code)] // read by the runtime's shutdown (issue 3)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ShutdownReport {
     /// Queued jobs that never ran (their joiners got `Cancelled`).
@@ -131,7 +132,16 @@ impl BlockingPool {
         Self::with_keep_alive(max_threads, KEEP_ALIVE)
     }
 
+    /// A pool whose threads are called `thread_name` (a runtime's own pool).
+    pub(crate) fn named(max_threads: usize, thread_name: String) -> Self {
+        Self::build(max_threads, KEEP_ALIVE, thread_name)
+    }
+
     pub(crate) fn with_keep_alive(max_threads: usize, keep_alive: Duration) -> Self {
+        Self::build(max_threads, keep_alive, String::from("nimgo-blocking"))
+    }
+
+    fn build(max_threads: usize, keep_alive: Duration, thread_name: String) -> Self {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -144,6 +154,7 @@ impl BlockingPool {
                 exited: Condvar::new(),
                 max_threads: max_threads.max(1),
                 keep_alive,
+                thread_name,
             }),
         }
     }
@@ -216,12 +227,11 @@ impl BlockingPool {
     fn start_thread(&self) -> io::Result<()> {
         let inner = self.inner.clone();
         thread::Builder::new()
-            .name("nimgo-blocking".into())
+            .name(self.inner.thread_name.clone())
             .spawn(move || worker(&inner))
             .map(drop)
     }
 
-    #[allow(dead_code)] // called by the runtime's shutdown (issue 3)
     /// Stops the pool: cancels queued jobs and waits at most `timeout` for
     /// running ones; those still running are detached and counted.
     pub(crate) fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
@@ -313,7 +323,35 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    BlockingPool::global().spawn(function)
+    match current_pool() {
+        Some(pool) => pool.spawn(function),
+        None => BlockingPool::global().spawn(function),
+    }
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    /// The pool of the runtime this thread is a worker of, if any.
+    static THREAD_POOL: std::cell::RefCell<Option<BlockingPool>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes `pool` the one this thread's blocking work goes to (a runtime
+/// worker's own pool).
+#[cfg(not(loom))]
+pub(crate) fn set_thread_pool(pool: BlockingPool) {
+    THREAD_POOL.set(Some(pool));
+}
+
+/// The calling thread's runtime pool, if it is a runtime worker.
+fn current_pool() -> Option<BlockingPool> {
+    #[cfg(not(loom))]
+    return THREAD_POOL
+        .try_with(|pool| pool.borrow().clone())
+        .ok()
+        .flatten();
+    #[cfg(loom)]
+    return None;
 }
 
 /// Runs `function` on the pool and waits for it; re-raises its panic.

@@ -192,7 +192,6 @@ impl<T> JoinState<T> {
     }
 
     /// Whether a cancel was requested (for tasks that have no location).
-    #[allow(dead_code)] // for the blocking pool, which lands separately
     pub(crate) fn cancel_requested(&self) -> bool {
         lock(&self.inner).cancel_requested
     }

@@ -400,3 +400,20 @@ fn measure_cross_worker_round_trip() {
         println!("bench=cross_worker_round_trip n={ROUNDS} value={nanos:.0} unit=ns/round_trip");
     }
 }
+
+#[test]
+fn blocking_work_of_a_runtime_runs_on_its_own_pool() {
+    let runtime = Runtime::builder()
+        .workers(1)
+        .blocking_threads(1)
+        .thread_name("pooled")
+        .build()
+        .unwrap();
+    let inside = runtime
+        .spawn(|| nimgo::spawn_blocking(thread_name).wait())
+        .wait();
+    assert_eq!(inside, "pooled-blocking");
+    // A thread outside any runtime uses the process-wide pool.
+    let outside = nimgo::spawn_blocking(thread_name).wait();
+    assert_eq!(outside, "nimgo-blocking");
+}

@@ -57,6 +57,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
+use crate::blocking::BlockingPool;
 use crate::dispatcher::{self, Remote, Shared};
 use crate::loom::{Arc, AtomicU8, Condvar, Mutex, Ordering, lock, thread};
 use crate::task::{GoTask, Job};
@@ -68,8 +69,9 @@ pub const DROP_DEADLINE: Duration = Duration::from_secs(1);
 /// their tasks before it detaches the threads that did not exit.
 pub const UNWIND_GRACE: Duration = Duration::from_secs(1);
 
-/// Default cap of the blocking pool (`spawn_blocking`, regular files).
-const DEFAULT_BLOCKING_THREADS: usize = 512;
+/// Default cap of the runtime's blocking pool (`spawn_blocking`, regular
+/// files): small on purpose, see [`crate::blocking`].
+const DEFAULT_BLOCKING_THREADS: usize = crate::blocking::DEFAULT_MAX_THREADS;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
@@ -90,6 +92,9 @@ pub(crate) struct RuntimeShared {
     exited: Mutex<Vec<bool>>,
     exit_condvar: Condvar,
     blocking_threads: usize,
+    /// This runtime's blocking pool; its workers send their blocking jobs
+    /// here.
+    blocking: BlockingPool,
 }
 
 impl RuntimeShared {
@@ -265,9 +270,12 @@ impl Builder {
         self
     }
 
-    /// Most threads the blocking pool may start (regular-file I/O, name
-    /// resolution, `spawn_blocking`); at least 1. Default 512. Stored now
-    /// for the pool, which reads it from the runtime.
+    /// Most threads the runtime's blocking pool may start (regular-file
+    /// I/O, `nimgo::fs`, `spawn_blocking` from its workers); at least 1.
+    /// Default 4: more threads than cores crowd the event loops (tokio's
+    /// dozens of file threads made its timers 40–65 ms late on 2 cores).
+    /// Each runtime has its own pool; threads outside any runtime share a
+    /// process-wide one.
     ///
     /// ```
     /// let runtime = nimgo::Runtime::builder().workers(1).blocking_threads(8).build()?;
@@ -376,6 +384,10 @@ impl Builder {
             exited: Mutex::new(vec![false; workers]),
             exit_condvar: Condvar::new(),
             blocking_threads: self.blocking_threads,
+            blocking: BlockingPool::named(
+                self.blocking_threads,
+                format!("{}-blocking", self.thread_name),
+            ),
         });
         lock(&startup.state).runtime = Some(runtime.clone());
         startup.condvar.notify_all();
@@ -472,6 +484,7 @@ fn worker_main(
         }
     };
     drop(startup);
+    crate::blocking::set_thread_pool(runtime.blocking.clone());
     worker::run(runtime, index, deque);
 }
 
@@ -692,6 +705,16 @@ impl Runtime {
             }
         }
         shared.cancel_queued(true);
+        let report = shared
+            .blocking
+            .shutdown_timeout(deadline.saturating_duration_since(Instant::now()));
+        if report.detached > 0 {
+            eprintln!(
+                "nimgo: runtime shut down with {} blocking job(s) still running; \
+                 their threads are detached and finish alone",
+                report.detached
+            );
+        }
     }
 
     /// Waits until every worker has exited or `deadline`; returns whether
