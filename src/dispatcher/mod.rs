@@ -85,7 +85,9 @@ use mio::{Events, Interest, Poll, Token};
 use crate::coroutine;
 use crate::coroutine::stack::GuardedStack;
 use crate::loom::{Arc, Condvar, Mutex, lock};
+use crate::sys::timer::TimerFd;
 pub(crate) use shared::{Notifier, Remote, Shared};
+use std::os::fd::AsRawFd;
 use timer::{TimerKey, TimerTarget, Timers};
 
 /// Index of the root context (the thread itself, outside any coroutine).
@@ -93,6 +95,9 @@ pub(crate) const ROOT: u32 = u32::MAX;
 
 /// Token of the dispatcher's own waker in its `mio::Poll`.
 const WAKER_TOKEN: Token = Token(usize::MAX);
+
+/// Token of the dispatcher's precision timer in its `mio::Poll`.
+const TIMER_TOKEN: Token = Token(usize::MAX - 1);
 
 /// How many ready tasks run before the loop looks at I/O and the inbox again.
 const TASKS_PER_TURN: usize = 61;
@@ -533,6 +538,8 @@ impl Core {
 pub(crate) struct Dispatcher {
     core: RefCell<Core>,
     poll: RefCell<Poll>,
+    /// Makes a blocking poll return at a sub-millisecond deadline.
+    precision_timer: TimerFd,
     events: RefCell<Events>,
     shared: Arc<Shared>,
     remote_buffer: RefCell<Vec<Remote>>,
@@ -611,6 +618,12 @@ pub(crate) fn with_or_create<R>(f: impl FnOnce(&Dispatcher) -> R) -> io::Result<
 impl Dispatcher {
     fn new() -> io::Result<Self> {
         let poll = Poll::new()?;
+        let precision_timer = TimerFd::new()?;
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&precision_timer.as_raw_fd()),
+            TIMER_TOKEN,
+            Interest::READABLE,
+        )?;
         #[cfg(not(loom))]
         let notifier = Notifier::new(mio::Waker::new(poll.registry(), WAKER_TOKEN)?);
         #[cfg(loom)]
@@ -632,6 +645,7 @@ impl Dispatcher {
                 io_waiters: 0,
             }),
             poll: RefCell::new(poll),
+            precision_timer,
             events: RefCell::new(Events::with_capacity(256)),
             shared: Arc::new(Shared::new(notifier)),
             remote_buffer: RefCell::new(Vec::new()),
@@ -891,6 +905,14 @@ impl Dispatcher {
         if sleeping && !self.shared.prepare_sleep() {
             return;
         }
+        if let Some(timeout) = timeout
+            && timeout.subsec_nanos() % 1_000_000 != 0
+        {
+            // epoll_wait counts whole milliseconds and mio rounds up: without
+            // the timer a 1 ms sleep could last 2. If arming fails, the
+            // rounded timeout still bounds the wait.
+            let _ = self.precision_timer.arm(timeout);
+        }
         let mut events = self.events.borrow_mut();
         let result = self.poll.borrow_mut().poll(&mut events, timeout);
         if sleeping {
@@ -906,7 +928,7 @@ impl Dispatcher {
         let mut core = self.core.borrow_mut();
         for event in events.iter() {
             let token = event.token();
-            if token == WAKER_TOKEN {
+            if token == WAKER_TOKEN || token == TIMER_TOKEN {
                 continue;
             }
             let (slot, generation) = split_token(token);

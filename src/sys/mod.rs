@@ -10,11 +10,16 @@
 //! - [`signal`]: the stack-overflow report for coroutine stacks (the `SIGSEGV`
 //!   / `SIGBUS` handler, the alternate signal stack, the slab registry it
 //!   consults).
+//! - [`fd`]: descriptor flags, pipes, the epoll probe, cache eviction.
+//! - [`thread`]: per-thread scheduling priority.
+//! - [`timer`]: the `timerfd` that gives the dispatcher sub-millisecond
+//!   timer precision.
 
 pub(crate) mod fd;
 pub(crate) mod memory;
 pub(crate) mod signal;
 pub(crate) mod thread;
+pub(crate) mod timer;
 
 /// Calls `libc::$fn($args)` and maps the C error convention to `io::Result`.
 ///
