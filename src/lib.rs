@@ -36,12 +36,14 @@
 //! joins it; a stack overflow ends the process with a message that says so.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod channel;
 pub mod coroutine;
 pub mod dispatcher;
 pub(crate) mod loom;
 pub(crate) mod sys;
 mod task;
 
+pub use channel::{GoChannel, Select};
 pub use dispatcher::run_event_loop;
 pub use task::{
     Elapsed, GoTask, JoinError, go, go_and_wait, sleep, try_go, wait_all, wait_any,
