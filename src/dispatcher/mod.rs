@@ -68,8 +68,6 @@
 mod shared;
 mod timer;
 
-#[cfg(loom)]
-pub use shared::{Notifier as LoomNotifier, Remote as LoomRemote, Shared as LoomShared};
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -245,6 +243,12 @@ impl ThreadParker {
                         Err(poisoned) => poisoned.into_inner(),
                     }
                 }
+                // Under loom a timed park cannot wait: with no permit, the
+                // deadline "fires" now, which models a timeout firing at any
+                // moment of the race.
+                #[cfg(loom)]
+                Some(_) => return Wakeup::TimedOut,
+                #[cfg(not(loom))]
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
@@ -269,15 +273,6 @@ fn wait_timeout<'a>(
     }
 }
 
-/// loom has no timed wait: a timed park in a model behaves as a plain one.
-#[cfg(loom)]
-fn wait_timeout<'a>(
-    condvar: &Condvar,
-    guard: crate::loom::MutexGuard<'a, bool>,
-    _timeout: Duration,
-) -> crate::loom::MutexGuard<'a, bool> {
-    condvar.wait(guard).unwrap()
-}
 
 // ---------------------------------------------------------------------------
 // Per-context park state

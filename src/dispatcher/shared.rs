@@ -37,7 +37,7 @@
 //! `loom-tests/` checks this protocol against this very code; under
 //! `--cfg loom` the notifier is a condition variable instead of an eventfd.
 
-use crate::loom::{AtomicBool, Mutex, Ordering, lock};
+use crate::loom::{AtomicBool, Mutex, Ordering, fence, lock};
 
 /// A message for a dispatcher from any thread.
 pub(crate) enum Remote {
@@ -153,6 +153,11 @@ impl Shared {
     }
 
     fn notify_if_sleeping(&self) {
+        // Store `pending`, fence, load `sleeping`: the fence pairs with the
+        // one in `prepare_sleep` (a store-load, Dekker-style handshake; loom
+        // checks it only through `fence(SeqCst)`, as it treats SeqCst
+        // accesses as AcqRel).
+        fence(Ordering::SeqCst);
         // The plain load keeps the common case (dispatcher running) free of a
         // read-modify-write on a shared line.
         if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
@@ -169,6 +174,7 @@ impl Shared {
     /// message is already waiting, in which case it must not block.
     pub(crate) fn prepare_sleep(&self) -> bool {
         self.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         if self.pending.load(Ordering::SeqCst) {
             self.sleeping.store(false, Ordering::SeqCst);
             false
