@@ -107,12 +107,13 @@ fn try_errors_and_timeouts_give_the_value_back() {
     let channel = GoChannel::bounded(1);
     channel.send(String::from("a")).unwrap();
     assert_eq!(
-        channel.try_send(String::from("b")).unwrap_err().into_inner(),
+        channel
+            .try_send(String::from("b"))
+            .unwrap_err()
+            .into_inner(),
         "b"
     );
-    let error = channel
-        .send_timeout(String::from("c"), SHORT)
-        .unwrap_err();
+    let error = channel.send_timeout(String::from("c"), SHORT).unwrap_err();
     assert!(error.is_timeout());
     assert_eq!(error.into_inner(), "c");
     assert_eq!(channel.recv().unwrap(), "a");
@@ -218,14 +219,14 @@ fn plain_threads_and_coroutines_of_several_threads_share_a_channel() {
             for producer in 0..2u64 {
                 let channel = channel.clone();
                 let first = (thread_index * 2 + producer) * PER_PRODUCER;
-                go(move || {
+                let _ = go(move || {
                     for message in first..first + PER_PRODUCER {
                         channel.send(message).unwrap();
                     }
                 });
             }
             let (channel, tally) = (channel.clone(), tally.clone());
-            go(move || {
+            let _ = go(move || {
                 for message in &channel {
                     tally.record(message);
                 }
@@ -490,11 +491,11 @@ fn stress_mixed_producers_consumers_timeouts_close() {
             handles.push(thread_with_loop(move || {
                 for producer in 0..4 {
                     let produce = produce.clone();
-                    go(move || produce(thread_index * 4 + producer));
+                    let _ = go(move || produce(thread_index * 4 + producer));
                 }
                 for consumer in 0..2 {
                     let consume = consume.clone();
-                    go(move || consume(thread_index * 2 + consumer));
+                    let _ = go(move || consume(thread_index * 2 + consumer));
                 }
             }));
         }
@@ -547,7 +548,9 @@ fn select_recv_send_default_timeout() {
     a.send(1).unwrap();
     let fired = Select::new()
         .send(&a, 2, |r| r.map(|()| "a"))
-        .send(&b, "y", |r| r.map(|()| "b").map_err(|e| SendError(e.0.len() as u32)))
+        .send(&b, "y", |r| {
+            r.map(|()| "b").map_err(|e| SendError(e.0.len() as u32))
+        })
         .wait();
     assert_eq!(fired, Ok("b"));
     assert_eq!(b.recv(), Ok("y"));
@@ -588,7 +591,7 @@ fn select_waits_on_several_channels_with_one_waiter() {
     // The selecting side runs in a coroutine: receive from either input,
     // forward with a send arm, with a timeout arm that just loops.
     with_event_loop(|| {
-        go(move || {
+        let _ = go(move || {
             let mut received = 0;
             let mut pending: Option<u64> = None;
             while received < MESSAGES || pending.is_some() {

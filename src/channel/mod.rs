@@ -198,7 +198,10 @@ impl<T> GoChannel<T> {
                 None => unreachable!("a completed send has an outcome"),
             },
             Err(_) => Err(SendTimeoutError::Timeout(
-                operation.value.take().expect("a send that timed out keeps its value"),
+                operation
+                    .value
+                    .take()
+                    .expect("a send that timed out keeps its value"),
             )),
         }
     }
@@ -385,7 +388,10 @@ pub(crate) struct SendOperation<'a, T> {
 
 impl<T> Operation for SendOperation<'_, T> {
     fn try_now(&mut self) -> bool {
-        let value = self.value.take().expect("a send is tried only once it has a value");
+        let value = self
+            .value
+            .take()
+            .expect("a send is tried only once it has a value");
         match self.chan.try_send(value) {
             Ok(()) => self.outcome = Some(Ok(())),
             Err(TrySendError::Closed(value)) => self.outcome = Some(Err(value)),

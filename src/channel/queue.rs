@@ -85,12 +85,19 @@ impl<T> State<T> {
     }
 
     /// Sends under the lock; returns a receiver to wake after unlocking.
-    fn send(&mut self, value: T, capacity: Option<usize>) -> Result<Option<Waker>, TrySendError<T>> {
+    fn send(
+        &mut self,
+        value: T,
+        capacity: Option<usize>,
+    ) -> Result<Option<Waker>, TrySendError<T>> {
         if self.closed {
             return Err(TrySendError::Closed(value));
         }
         if let Some((position, waker)) = select_first(&self.receivers, |entry| entry) {
-            let entry = self.receivers.remove(position).expect("position is in range");
+            let entry = self
+                .receivers
+                .remove(position)
+                .expect("position is in range");
             self.delivered.push((entry.signal, value));
             return Ok(Some(waker));
         }
@@ -215,7 +222,9 @@ impl<T> Chan<T> {
         first: bool,
     ) -> (Registered, Option<Result<(), T>>) {
         let mut state = self.lock();
-        let item = value.take().expect("a send arm has its value until it completes");
+        let item = value
+            .take()
+            .expect("a send arm has its value until it completes");
         if first {
             match state.send(item, self.capacity) {
                 Ok(waker) => {
@@ -312,7 +321,10 @@ impl<T> Chan<T> {
             let mut state = self.lock();
             match select_first(&state.receivers, |entry| entry) {
                 Some((position, waker)) => {
-                    let entry = state.receivers.remove(position).expect("position is in range");
+                    let entry = state
+                        .receivers
+                        .remove(position)
+                        .expect("position is in range");
                     state.delivered.push((entry.signal, value));
                     Some(waker)
                 }

@@ -105,7 +105,10 @@ impl<R> fmt::Debug for Select<'_, R> {
         f.debug_struct("Select")
             .field("arms", &self.arms.len())
             .field("default", &self.default.is_some())
-            .field("deadline", &self.timeout.as_ref().map(|(deadline, _)| deadline))
+            .field(
+                "deadline",
+                &self.timeout.as_ref().map(|(deadline, _)| deadline),
+            )
             .finish()
     }
 }

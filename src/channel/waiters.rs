@@ -81,13 +81,9 @@ impl Signal {
 
     /// Stops the call being selected; returns the arm if one won first.
     fn abort(&self) -> Option<usize> {
-        match self
-            .state
+        self.state
             .compare_exchange(WAITING, ABORTED, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => None,
-            Err(arm) => Some(arm),
-        }
+            .err()
     }
 
     /// The waker to wake once the selected arm is complete.
@@ -175,8 +171,7 @@ pub(crate) fn wait(
                 }
             }
         }
-        let signal =
-            signal.unwrap_or_else(|| Arc::new(Signal::new(dispatcher::current_waker())));
+        let signal = signal.unwrap_or_else(|| Arc::new(Signal::new(dispatcher::current_waker())));
         let mut guard = Registration {
             operations: &mut *operations,
             signal: &signal,

@@ -68,7 +68,6 @@
 mod shared;
 mod timer;
 
-
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -272,7 +271,6 @@ fn wait_timeout<'a>(
         Err(poisoned) => poisoned.into_inner().0,
     }
 }
-
 
 // ---------------------------------------------------------------------------
 // Per-context park state
