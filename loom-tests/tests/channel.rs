@@ -109,3 +109,36 @@ fn close_racing_a_receive() {
         assert_eq!(received.len() + usize::from(returned.is_some()), 1);
     });
 }
+
+#[test]
+fn select_registers_one_waiter_on_two_channels() {
+    loom::model(|| {
+        let first = GoChannel::bounded(0);
+        let second = GoChannel::bounded(0);
+        let senders: Vec<_> = [(first.clone(), 1), (second.clone(), 2)]
+            .into_iter()
+            .map(|(channel, value)| {
+                thread::spawn(move || {
+                    channel
+                        .send_timeout(value, LONG)
+                        .err()
+                        .map(|e| e.into_inner())
+                })
+            })
+            .collect();
+        let fired = nimgo::Select::new()
+            .recv(&first, |value| value.ok())
+            .recv(&second, |value| value.ok())
+            .timeout(LONG, || None)
+            .wait();
+        let returned: Vec<i32> = senders
+            .into_iter()
+            .filter_map(|sender| sender.join().unwrap())
+            .collect();
+        // Each value was received by the select or returned to its sender,
+        // never both, never neither.
+        let mut all: Vec<i32> = fired.into_iter().chain(returned).collect();
+        all.sort();
+        assert_eq!(all, [1, 2]);
+    });
+}
