@@ -285,15 +285,25 @@ fn cancel_of_parked_receivers_loses_nothing() {
             let mut receivers: Vec<_> = (0..4).map(|_| spawn_receiver(&channel)).collect();
             let mut random = Random::new(capacity as u64 + 1);
             for message in 0..MESSAGES {
-                channel.send(message).unwrap();
                 if random.below(3) == 0 {
-                    // The receiver just handed a value may not have run
-                    // yet: cancel it now; it must give the value back.
-                    let index = random.below(receivers.len() as u64) as usize;
-                    let victim = receivers.swap_remove(index);
-                    victim.cancel();
-                    let _ = victim.join();
-                    receivers.push(spawn_receiver(&channel));
+                    // Cancel parked receivers, then send before they run:
+                    // the send may still hand its value to one of them
+                    // (cancelled, not yet unwound); that one must give the
+                    // value back to the channel when it unwinds.
+                    let victims = random.below(receivers.len() as u64 + 1) as usize;
+                    let cancelled: Vec<_> = receivers.drain(..victims).collect();
+                    for victim in &cancelled {
+                        victim.cancel();
+                        // Replacements first: a rendezvous send needs a
+                        // live receiver.
+                        receivers.push(spawn_receiver(&channel));
+                    }
+                    channel.send(message).unwrap();
+                    for victim in cancelled {
+                        let _ = victim.join();
+                    }
+                } else {
+                    channel.send(message).unwrap();
                 }
             }
             channel.close();
