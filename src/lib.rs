@@ -40,6 +40,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod blocking;
+pub mod channel;
 pub mod coroutine;
 pub mod dispatcher;
 pub mod fs;
@@ -56,6 +57,7 @@ pub(crate) mod sys;
 mod task;
 
 pub use blocking::spawn_blocking;
+pub use channel::{GoChannel, Select};
 pub use dispatcher::run_event_loop;
 pub use io::{GoBufferStream, GoFile, pipe, stderr, stdin, stdout};
 #[cfg(not(loom))]
@@ -69,6 +71,122 @@ pub use task::{
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod __loom {
-    pub use crate::dispatcher::{LoomNotifier, LoomRemote, LoomShared};
+    use crate::dispatcher::{Notifier, Remote, Shared};
+    use crate::loom::Arc;
     pub use crate::runtime_idle::{Idle, LoomWorkerModel};
+    use crate::task::JoinState;
+
+    /// A dispatcher's cross-thread half (`Shared`): its inbox and sleep flag.
+    #[derive(Clone)]
+    pub struct LoomShared(Arc<Shared>);
+
+    impl Default for LoomShared {
+        fn default() -> Self {
+            Self(Arc::new(Shared::new(Notifier::new())))
+        }
+    }
+
+    /// A message for the inbox (only wakes: the models need no other).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum LoomRemote {
+        /// Wake context `index` at `epoch`.
+        Wake {
+            /// Slot index.
+            index: u32,
+            /// Park epoch.
+            epoch: u64,
+        },
+    }
+
+    /// The notifier the dispatcher "polls" on under loom.
+    pub struct LoomNotifier<'a>(&'a Notifier);
+
+    impl LoomNotifier<'_> {
+        /// Blocks until notified; returns how many notifications it consumed.
+        pub fn wait(&self) -> usize {
+            self.0.wait()
+        }
+
+        /// Notifications not consumed yet.
+        pub fn pending(&self) -> usize {
+            self.0.pending()
+        }
+    }
+
+    impl LoomShared {
+        /// A fresh inbox.
+        pub fn new() -> Self {
+            Self::default()
+        }
+
+        /// Queues `message` and notifies the dispatcher if it sleeps.
+        pub fn push(&self, message: LoomRemote) {
+            let LoomRemote::Wake { index, epoch } = message;
+            self.0.push(Remote::Wake { index, epoch });
+        }
+
+        /// The dispatcher announces a sleep; `false`: a message is waiting.
+        pub fn prepare_sleep(&self) -> bool {
+            self.0.prepare_sleep()
+        }
+
+        /// The dispatcher is running again.
+        pub fn finish_sleep(&self) {
+            self.0.finish_sleep();
+        }
+
+        /// Takes every queued message; returns them.
+        pub fn drain(&self) -> Vec<LoomRemote> {
+            let mut out = Vec::new();
+            self.0.drain(&mut out);
+            out.into_iter()
+                .filter_map(|message| match message {
+                    Remote::Wake { index, epoch } => Some(LoomRemote::Wake { index, epoch }),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// The notifier.
+        pub fn notifier(&self) -> LoomNotifier<'_> {
+            LoomNotifier(self.0.notifier())
+        }
+    }
+
+    /// A task's join hand-off (`JoinState`), for the join model.
+    pub struct LoomJoin<T>(Arc<JoinState<T>>);
+
+    impl<T> Clone for LoomJoin<T> {
+        fn clone(&self) -> Self {
+            Self(self.0.clone())
+        }
+    }
+
+    impl<T> Default for LoomJoin<T> {
+        fn default() -> Self {
+            Self(Arc::new(JoinState::new()))
+        }
+    }
+
+    impl<T> LoomJoin<T> {
+        /// A join state with no result and no joiner.
+        pub fn new() -> Self {
+            Self::default()
+        }
+
+        /// The task side: stores the result and wakes the joiner.
+        pub fn complete(&self, value: T) {
+            self.0.complete(Ok(value));
+        }
+
+        /// The joiner side: parks until the result is there.
+        pub fn join(&self) -> Option<T> {
+            self.0.join(None).and_then(Result::ok)
+        }
+
+        /// Whether the result is stored.
+        pub fn is_finished(&self) -> bool {
+            self.0.is_finished()
+        }
+    }
 }

@@ -68,9 +68,6 @@
 mod shared;
 mod timer;
 
-#[cfg(loom)]
-pub use shared::{Notifier as LoomNotifier, Remote as LoomRemote, Shared as LoomShared};
-
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -250,6 +247,12 @@ impl ThreadParker {
                         Err(poisoned) => poisoned.into_inner(),
                     }
                 }
+                // Under loom a timed park cannot wait: with no permit, the
+                // deadline "fires" now, which models a timeout firing at any
+                // moment of the race.
+                #[cfg(loom)]
+                Some(_) => return Wakeup::TimedOut,
+                #[cfg(not(loom))]
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
@@ -272,16 +275,6 @@ fn wait_timeout<'a>(
         Ok((guard, _)) => guard,
         Err(poisoned) => poisoned.into_inner().0,
     }
-}
-
-/// loom has no timed wait: a timed park in a model behaves as a plain one.
-#[cfg(loom)]
-fn wait_timeout<'a>(
-    condvar: &Condvar,
-    guard: crate::loom::MutexGuard<'a, bool>,
-    _timeout: Duration,
-) -> crate::loom::MutexGuard<'a, bool> {
-    condvar.wait(guard).unwrap()
 }
 
 // ---------------------------------------------------------------------------

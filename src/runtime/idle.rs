@@ -113,7 +113,7 @@ impl Idle {
 #[cfg(loom)]
 pub struct LoomWorkerModel {
     idle: Idle,
-    shared: Vec<crate::dispatcher::LoomShared>,
+    shared: Vec<crate::dispatcher::Shared>,
 }
 
 #[cfg(loom)]
@@ -123,7 +123,7 @@ impl LoomWorkerModel {
         Self {
             idle: Idle::new(workers),
             shared: (0..workers)
-                .map(|_| crate::dispatcher::LoomShared::new(crate::dispatcher::LoomNotifier::new()))
+                .map(|_| crate::dispatcher::Shared::new(crate::dispatcher::Notifier::new()))
                 .collect(),
         }
     }
