@@ -9,35 +9,48 @@
 //! next turn. The only question is whether the pusher must interrupt a
 //! dispatcher that is blocked in `epoll_wait`.
 //!
+//! Both facts live in one atomic word, `state`, with two bits:
+//!
+//! - `PENDING`: the inbox may hold messages (set by every pusher, cleared by
+//!   the dispatcher when it drains, under the inbox lock);
+//! - `SLEEPING`: the dispatcher is about to block or is blocked, and nobody
+//!   has notified it yet (set by the dispatcher, cleared by the dispatcher
+//!   when it wakes or by the one pusher that notifies it).
+//!
 //! ```text
-//!   dispatcher thread                      pusher thread
-//!   ─────────────────                      ─────────────
-//!   sleeping := true        (SeqCst)       lock; push; pending := true (SeqCst); unlock
-//!   if pending  (SeqCst)                   if sleeping (SeqCst)
-//!       cancel the sleep                       && swap(sleeping, false) was true
-//!   else                                       → notifier.wake()
-//!       epoll_wait(timeout)
-//!   sleeping := false
-//!   drain the inbox
+//!   dispatcher thread                         pusher thread
+//!   ─────────────────                         ─────────────
+//!   CAS state: no PENDING → +SLEEPING         lock; push; unlock
+//!     failed (PENDING set): do not block      old := fetch_or(PENDING)
+//!     succeeded: epoll_wait(timeout)          if old has SLEEPING:
+//!   fetch_and(-SLEEPING)                          old := fetch_and(-SLEEPING)
+//!   lock; fetch_and(-PENDING); take; unlock       if old had SLEEPING: notify
 //! ```
 //!
-//! Both sides write their flag, then read the other's, all `SeqCst`: in the
-//! single total order one of the two writes comes first, so either the
-//! dispatcher sees `pending` and does not sleep, or the pusher sees `sleeping`
-//! and wakes it. No wake-up is lost (invariant 2 and 3). The `swap` makes the
-//! wake happen at most once per sleep, and a running dispatcher (`sleeping`
-//! false) is never woken. The dispatcher's sole [`mio::Waker`] lives in this
-//! struct, so it lives as long as any pusher can reach it (dropping the last
-//! `mio::Waker` would close its eventfd and lose wakes silently).
+//! Every access that decides anything is a read-modify-write of the same
+//! word, so they are totally ordered and each reads the latest value; the
+//! proof needs no fences. If the pusher's `fetch_or` comes first, the
+//! dispatcher's CAS sees `PENDING` and does not block. If the CAS comes
+//! first, the pusher's `fetch_or` returns `SLEEPING`, and exactly one party
+//! clears it: the pusher that then notifies, or the dispatcher that woke
+//! up anyway. No wake-up is lost (invariants 2 and 3), a sleep is notified
+//! at most once, and a running dispatcher is never notified (a pusher that
+//! finds `SLEEPING` clear does nothing). At worst a notification sent for
+//! one sleep wakes the next one early: one spurious turn.
 //!
-//! States of `sleeping`: `false` (running; only the dispatcher may set it
-//! `true`) and `true` (about to sleep or asleep; the dispatcher or the one
-//! pusher that wins the `swap` set it back to `false`).
+//! The dispatcher's sole [`mio::Waker`] lives in this struct, so it lives as
+//! long as any pusher can reach it (dropping the last `mio::Waker` would
+//! close its eventfd and lose wakes silently).
 //!
 //! `loom-tests/` checks this protocol against this very code; under
 //! `--cfg loom` the notifier is a condition variable instead of an eventfd.
 
-use crate::loom::{AtomicBool, Mutex, Ordering, fence, lock};
+use crate::loom::{AtomicU8, Mutex, Ordering, lock};
+
+/// `state` bit: the inbox may hold messages.
+const PENDING: u8 = 1;
+/// `state` bit: the dispatcher blocks (or is about to) and was not notified.
+const SLEEPING: u8 = 2;
 
 /// A message for a dispatcher from any thread.
 pub enum Remote {
@@ -127,8 +140,8 @@ impl Notifier {
 /// Cross-thread half of a dispatcher. See the [module docs](self).
 pub struct Shared {
     inbox: Mutex<Vec<Remote>>,
-    pending: AtomicBool,
-    sleeping: AtomicBool,
+    /// `PENDING | SLEEPING` bits; see the module docs.
+    state: AtomicU8,
     notifier: Notifier,
 }
 
@@ -136,61 +149,54 @@ impl Shared {
     pub(crate) fn new(notifier: Notifier) -> Self {
         Self {
             inbox: Mutex::new(Vec::new()),
-            pending: AtomicBool::new(false),
-            sleeping: AtomicBool::new(false),
+            state: AtomicU8::new(0),
             notifier,
         }
     }
 
     /// Queues `message` and wakes the dispatcher if it is asleep.
     pub(crate) fn push(&self, message: Remote) {
-        {
-            let mut inbox = lock(&self.inbox);
-            inbox.push(message);
-            self.pending.store(true, Ordering::SeqCst);
-        }
-        self.notify_if_sleeping();
+        lock(&self.inbox).push(message);
+        self.notify();
     }
 
     /// Wakes the dispatcher if it is asleep, for work that is not in its
-    /// inbox (a runtime's job queues). Sets `pending` like [`push`](Self::push),
-    /// so a dispatcher between `prepare_sleep` and `epoll_wait` does not
-    /// block: the same Dekker pattern, no lost wake-up. The next turn finds
-    /// an empty inbox and returns to its caller, which looks at its queues.
+    /// inbox (a runtime's job queues). Sets `PENDING` like [`push`](Self::push),
+    /// so a dispatcher about to block does not: the next turn finds an empty
+    /// inbox and returns to its caller, which looks at its queues.
     pub(crate) fn notify(&self) {
-        self.pending.store(true, Ordering::SeqCst);
-        self.notify_if_sleeping();
-    }
-
-    fn notify_if_sleeping(&self) {
-        // Orders the caller's `pending` store before the `sleeping` load in
-        // the single SeqCst order. SeqCst accesses alone already do that in
-        // C++'s model, but loom treats them as AcqRel and only honours
-        // SeqCst fences, so the protocol is written with fences on both
-        // sides (here and in `prepare_sleep`) to be checkable.
-        fence(Ordering::SeqCst);
-        // The plain load keeps the common case (dispatcher running) free of a
-        // read-modify-write on a shared line.
-        if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
-            self.notifier.notify();
+        let old = self.state.fetch_or(PENDING, Ordering::SeqCst);
+        if old & SLEEPING != 0 {
+            // Whoever clears SLEEPING owns this sleep's one notification.
+            let old = self.state.fetch_and(!SLEEPING, Ordering::SeqCst);
+            if old & SLEEPING != 0 {
+                self.notifier.notify();
+            }
         }
     }
 
-    /// Whether messages are waiting.
+    /// Whether messages may be waiting.
     pub(crate) fn has_pending(&self) -> bool {
-        self.pending.load(Ordering::SeqCst)
+        self.state.load(Ordering::SeqCst) & PENDING != 0
     }
 
     /// Announces that the dispatcher is about to block. Returns `false` if a
     /// message is already waiting, in which case it must not block.
     pub(crate) fn prepare_sleep(&self) -> bool {
-        self.sleeping.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst); // see `notify_if_sleeping`
-        if self.pending.load(Ordering::SeqCst) {
-            self.sleeping.store(false, Ordering::SeqCst);
-            false
-        } else {
-            true
+        let mut current = self.state.load(Ordering::SeqCst);
+        loop {
+            if current & PENDING != 0 {
+                return false;
+            }
+            match self.state.compare_exchange_weak(
+                current,
+                current | SLEEPING,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
         }
     }
 
@@ -198,16 +204,17 @@ impl Shared {
     /// have notified: the next poll then returns at once, a single spurious
     /// turn.
     pub(crate) fn finish_sleep(&self) {
-        self.sleeping.store(false, Ordering::SeqCst);
+        self.state.fetch_and(!SLEEPING, Ordering::SeqCst);
     }
 
     /// Moves every queued message into `out`.
     pub(crate) fn drain(&self, out: &mut Vec<Remote>) {
-        if !self.pending.load(Ordering::SeqCst) {
+        if !self.has_pending() {
             return;
         }
         let mut inbox = lock(&self.inbox);
-        self.pending.store(false, Ordering::SeqCst);
+        // Cleared under the lock: a push that lands after this sets it again.
+        self.state.fetch_and(!PENDING, Ordering::SeqCst);
         out.append(&mut inbox);
     }
 
