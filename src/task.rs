@@ -731,7 +731,7 @@ pub fn sleep(duration: Duration) {
 /// assert_eq!(order.get(), 213);
 /// ```
 pub fn yield_now() {
-    if dispatcher::run_once(Some(Duration::ZERO)).is_err() {
+    if !dispatcher::yield_current() {
         std::thread::yield_now();
     }
 }

@@ -336,7 +336,8 @@ impl SizeClass {
             slab.in_available.set(false);
         }
         let _ = STATS.try_with(|s| s.live.set(s.live.get() + 1));
-        Ok(GuardedStack { slab, index })
+        let top = slab.slot(index).as_ptr() as usize + slab.slot_size;
+        Ok(GuardedStack { slab, index, top })
     }
 
     /// Bookkeeping after a slot of `slab` was released, when the slab was full
@@ -414,6 +415,9 @@ impl Pool {
 pub(crate) struct GuardedStack {
     slab: Rc<Slab>,
     index: u32,
+    /// Highest address of the slot (cached: corosensei asks for the base on
+    /// every resume).
+    top: usize,
 }
 
 impl GuardedStack {
@@ -452,8 +456,7 @@ impl GuardedStack {
     /// Writes the label an overflow report names the slot's coroutine by
     /// (see [`signal::LABEL_SIZE`]).
     pub(crate) fn set_label(&mut self, label: u64) {
-        let top = self.slab.slot(self.index).as_ptr() as usize + self.slab.slot_size;
-        let word = (top - 8) as *mut u64;
+        let word = (self.top - 8) as *mut u64;
         // SAFETY: `top - 8 .. top` is the highest word of this slot's usable,
         // read/write memory, 8-aligned (slots are page aligned), and this
         // stack owns the slot exclusively; the label area lies above
@@ -500,8 +503,7 @@ impl std::fmt::Debug for GuardedStack {
 unsafe impl Stack for GuardedStack {
     #[inline]
     fn base(&self) -> StackPointer {
-        let top = self.slab.slot(self.index).as_ptr() as usize + self.slab.slot_size;
-        NonZeroUsize::new(top - signal::LABEL_SIZE).expect("a slot's top is not null")
+        NonZeroUsize::new(self.top - signal::LABEL_SIZE).expect("a slot's top is not null")
     }
 
     #[inline]

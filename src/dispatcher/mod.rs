@@ -311,6 +311,9 @@ struct ParkState {
     timer: Option<TimerKey>,
     scopes: Vec<Scope>,
     cancelled: bool,
+    /// `cancelled`, or some scope expired: the next park must unwind. Kept
+    /// so the hot path tests one flag.
+    interrupt_pending: bool,
 }
 
 impl ParkState {
@@ -323,12 +326,21 @@ impl ParkState {
             timer: None,
             scopes: Vec::new(),
             cancelled: false,
+            interrupt_pending: false,
         }
+    }
+
+    /// Recomputes `interrupt_pending` after `cancelled` or a scope changed.
+    fn refresh_interrupt(&mut self) {
+        self.interrupt_pending = self.cancelled || self.scopes.iter().any(|scope| scope.expired);
     }
 
     /// What must interrupt this context now, if anything: cancellation, or
     /// the outermost expired scope.
     fn interruption(&self) -> Option<Box<dyn Any + Send>> {
+        if !self.interrupt_pending {
+            return None;
+        }
         if self.cancelled {
             return Some(Box::new(CancelUnwind));
         }
@@ -339,18 +351,17 @@ impl ParkState {
     }
 }
 
-enum Body {
-    Empty,
-    Unstarted(Box<dyn TaskBody>, Option<GuardedStack>),
-    Suspended(TaskCoroutine),
-    Running,
-}
+/// A task that has not started: its body, and the stack `try_go` reserved.
+type Unstarted = (Box<dyn TaskBody>, Option<GuardedStack>);
 
 struct Slot {
     park: ParkState,
     task_id: u64,
     coroutine_id: u64,
-    body: Body,
+    /// The body, until the task starts (or is cancelled first).
+    unstarted: Option<Unstarted>,
+    /// The started task while it is suspended; `None` while it runs.
+    coroutine: Option<TaskCoroutine>,
     /// The task's yielder, on its own stack; set when it first runs.
     yielder: *const Yielder<(), ()>,
 }
@@ -456,13 +467,14 @@ impl Core {
                 let park = self.park_state(index);
                 if let Some(entry) = park.scopes.iter_mut().find(|entry| entry.id == scope) {
                     entry.expired = true;
+                    park.interrupt_pending = true;
                     self.interrupt(index);
                 }
             }
         }
     }
 
-    fn allocate_slot(&mut self, body: Body) -> (u32, u64) {
+    fn allocate_slot(&mut self, unstarted: Option<Unstarted>) -> (u32, u64) {
         self.next_task_id += 1;
         let task_id = self.next_task_id;
         let index = match self.free_slots.pop() {
@@ -471,7 +483,7 @@ impl Core {
                 let epoch = slot.park.epoch + 1;
                 slot.park = ParkState::new(epoch);
                 slot.task_id = task_id;
-                slot.body = body;
+                slot.unstarted = unstarted;
                 slot.yielder = ptr::null();
                 index
             }
@@ -484,7 +496,8 @@ impl Core {
                     park: ParkState::new(0),
                     task_id,
                     coroutine_id: 0,
-                    body,
+                    unstarted,
+                    coroutine: None,
                     yielder: ptr::null(),
                 });
                 index
@@ -500,7 +513,11 @@ impl Core {
     fn release_slot(&mut self, index: u32) {
         let slot = &mut self.slots[index as usize];
         slot.task_id = 0;
-        slot.body = Body::Empty;
+        // Callers have taken the body or the coroutine out already: these
+        // assignments drop nothing while the core is borrowed.
+        debug_assert!(slot.unstarted.is_none() && slot.coroutine.is_none());
+        slot.unstarted = None;
+        slot.coroutine = None;
         slot.yielder = ptr::null();
         if let Some(timer) = slot.park.timer.take() {
             self.timers.remove(timer);
@@ -655,7 +672,7 @@ impl Dispatcher {
     /// reserved in advance (`try_go`), or `None` to take one at start.
     pub(crate) fn spawn(&self, body: Box<dyn TaskBody>, stack: Option<GuardedStack>) -> (u32, u64) {
         let mut core = self.core.borrow_mut();
-        core.allocate_slot(Body::Unstarted(body, stack))
+        core.allocate_slot(Some((body, stack)))
     }
 
     /// Like [`spawn`](Self::spawn), for a body that needs to know its own
@@ -665,11 +682,11 @@ impl Dispatcher {
         make: impl FnOnce(u32, u64) -> Box<dyn TaskBody>,
         stack: Option<GuardedStack>,
     ) {
-        let (index, task_id) = self.core.borrow_mut().allocate_slot(Body::Empty);
+        let (index, task_id) = self.core.borrow_mut().allocate_slot(None);
         // Nothing runs between the reservation and this store (same thread),
         // so the loop never sees the slot empty.
         let body = make(index, task_id);
-        self.core.borrow_mut().slots[index as usize].body = Body::Unstarted(body, stack);
+        self.core.borrow_mut().slots[index as usize].unstarted = Some((body, stack));
     }
 
     /// Cancels task `task_id` in slot `index` (see `GoTask::cancel`).
@@ -686,8 +703,9 @@ impl Dispatcher {
                 return;
             }
             slot.park.cancelled = true;
-            match std::mem::replace(&mut slot.body, Body::Empty) {
-                Body::Unstarted(body, stack) => {
+            slot.park.interrupt_pending = true;
+            match slot.unstarted.take() {
+                Some((body, stack)) => {
                     // Never started: drop it here, outside the borrow.
                     let ready_position = core.ready.iter().position(|&queued| queued == index);
                     if let Some(position) = ready_position {
@@ -696,8 +714,7 @@ impl Dispatcher {
                     core.release_slot(index);
                     Some((body, stack))
                 }
-                other => {
-                    slot.body = other;
+                None => {
                     core.interrupt(index);
                     None
                 }
@@ -745,11 +762,18 @@ impl Dispatcher {
     }
 
     fn park_with(&self, deadline: Option<Instant>, yield_only: bool) -> Wakeup {
-        let index = {
+        let (index, yielder) = {
             let mut core = self.core.borrow_mut();
             let index = core.current;
+            let yielder = if index == ROOT {
+                ptr::null()
+            } else {
+                core.slots[index as usize].yielder
+            };
             let park = core.park_state(index);
-            if let Some(payload) = park.interruption() {
+            if park.interrupt_pending
+                && let Some(payload) = park.interruption()
+            {
                 drop(core);
                 panic::resume_unwind(payload);
             }
@@ -758,7 +782,7 @@ impl Dispatcher {
                 park.epoch += 1;
                 return Wakeup::Woken;
             }
-            if deadline.is_some_and(|deadline| deadline <= Instant::now()) && !yield_only {
+            if !yield_only && deadline.is_some_and(|deadline| deadline <= Instant::now()) {
                 park.epoch += 1;
                 return Wakeup::TimedOut;
             }
@@ -778,12 +802,11 @@ impl Dispatcher {
                     core.park_state(index).timer = Some(key);
                 }
             }
-            index
+            (index, yielder)
         };
         if index == ROOT {
             self.drive_root();
         } else {
-            let yielder = self.core.borrow().slots[index as usize].yielder;
             // SAFETY: `yielder` was stored by this task's coroutine when it
             // first ran and points at the `Yielder` on that coroutine's own
             // stack, which lives as long as the coroutine. `current == index`
@@ -793,7 +816,9 @@ impl Dispatcher {
         }
         let mut core = self.core.borrow_mut();
         let park = core.park_state(index);
-        if let Some(payload) = park.interruption() {
+        if park.interrupt_pending
+            && let Some(payload) = park.interruption()
+        {
             drop(core);
             panic::resume_unwind(payload);
         }
@@ -835,8 +860,13 @@ impl Dispatcher {
             let Some(index) = next else { break };
             self.run_task(index);
             ran += 1;
-            let next_timer = self.core.borrow().timers.next_deadline();
-            if next_timer.is_some_and(|deadline| Instant::now() >= deadline) {
+            let core = self.core.borrow();
+            if core.timers.len() != 0
+                && core
+                    .timers
+                    .next_deadline()
+                    .is_some_and(|deadline| Instant::now() >= deadline)
+            {
                 break;
             }
         }
@@ -964,10 +994,13 @@ impl Dispatcher {
             slot.park.run = RunState::Running;
             slot.park.epoch += 1;
             slot.park.notified = false;
-            let body = std::mem::replace(&mut slot.body, Body::Running);
-            let coroutine = match body {
-                Body::Suspended(coroutine) => coroutine,
-                Body::Unstarted(body, stack) => {
+            let coroutine = match slot.coroutine.take() {
+                Some(coroutine) => coroutine,
+                None => {
+                    let (body, stack) = slot
+                        .unstarted
+                        .take()
+                        .expect("nimgo: a ready slot holds a task");
                     let stack = match stack {
                         Some(stack) => Ok(stack),
                         None => GuardedStack::new(coroutine::default_stack_size()),
@@ -988,7 +1021,6 @@ impl Dispatcher {
                         }
                     }
                 }
-                Body::Empty | Body::Running => unreachable!("nimgo: ready slot without a task"),
             };
             core.current = index;
             coroutine
@@ -1003,7 +1035,7 @@ impl Dispatcher {
                 core.release_slot(index);
                 true
             } else {
-                core.slots[index as usize].body = Body::Suspended(coroutine);
+                core.slots[index as usize].coroutine = Some(coroutine);
                 return;
             }
         };
@@ -1076,6 +1108,7 @@ impl Dispatcher {
         let park = core.park_state(index);
         if let Some(position) = park.scopes.iter().position(|scope| scope.id == id) {
             let scope = park.scopes.remove(position);
+            park.refresh_interrupt();
             core.timers.remove(scope.timer);
         }
     }
@@ -1296,6 +1329,20 @@ pub(crate) fn park(deadline: Option<Instant>) -> Wakeup {
 /// ```
 pub fn in_coroutine() -> bool {
     with_current(Dispatcher::in_task).unwrap_or(false)
+}
+
+/// Lets the other ready tasks of this thread run: a coroutine goes to the
+/// back of the ready queue; the root context runs one non-blocking turn.
+/// Returns `false` if the thread has no dispatcher.
+pub(crate) fn yield_current() -> bool {
+    with_current(|dispatcher| {
+        if dispatcher.in_task() {
+            dispatcher.park_with(None, true);
+        } else {
+            dispatcher.turn(Some(Duration::ZERO));
+        }
+    })
+    .is_some()
 }
 
 /// Runs one turn of the calling thread's loop: remote wake-ups, due timers,
