@@ -118,6 +118,18 @@ fn find_job(runtime: &RuntimeShared, index: usize) -> Option<Job> {
         if let Some(job) = context.local.pop() {
             return Some(job);
         }
+        // Emptiness checks are plain loads; a steal attempt pins an epoch
+        // and fences. Skip the attempts when nothing is queued anywhere,
+        // which is the common case for a worker woken by its inbox.
+        if runtime.injector.is_empty()
+            && runtime
+                .stealers
+                .iter()
+                .enumerate()
+                .all(|(other, stealer)| other == index || stealer.is_empty())
+        {
+            return None;
+        }
         loop {
             match runtime.injector.steal_batch_and_pop(&context.local) {
                 Steal::Success(job) => return Some(job),
