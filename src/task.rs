@@ -605,15 +605,42 @@ fn unwrap_join<T>(result: Result<T, JoinError>) -> T {
 
 /// Starts `function` and waits for it (NimGo's `goAndWait`).
 ///
+/// The task belongs to the wait: if the caller is unwound while waiting
+/// (its own task is cancelled, or a [`with_timeout`] around the call
+/// expires), the task is cancelled too rather than left running.
+///
 /// ```
+/// use std::time::Duration;
 /// assert_eq!(nimgo::go_and_wait(|| 2 + 2), 4);
+///
+/// // The inner task does not outlive the deadline.
+/// let outcome = nimgo::with_timeout(Duration::from_millis(5), || {
+///     nimgo::go_and_wait(|| nimgo::sleep(Duration::from_secs(3600)))
+/// });
+/// assert!(outcome.is_err());
+/// nimgo::run_event_loop(); // returns at once: nothing is left running
 /// ```
 pub fn go_and_wait<F, T>(function: F) -> T
 where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
-    go(function).wait()
+    let task = go(function);
+    let cancel_on_unwind = CancelUnlessFinished(&task);
+    let result = task.join.join(None);
+    drop(cancel_on_unwind);
+    unwrap_join(result.expect("a join without deadline cannot time out"))
+}
+
+/// Cancels the task when dropped before it finished (the waiter unwound).
+struct CancelUnlessFinished<'a, T>(&'a GoTask<T>);
+
+impl<T> Drop for CancelUnlessFinished<'_, T> {
+    fn drop(&mut self) {
+        if !self.0.is_finished() {
+            self.0.cancel();
+        }
+    }
 }
 
 /// Waits for every task, in order, and returns their values (NimGo's

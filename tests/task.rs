@@ -415,3 +415,24 @@ fn a_stack_error_at_the_limit_names_the_sysctl() {
         .unwrap();
     assert!(go_line.contains("vm.max_map_count"), "{go_line}");
 }
+
+#[test]
+fn go_and_wait_cancels_its_task_when_the_waiter_unwinds() {
+    let drops = Rc::new(Cell::new(0));
+    let outcome = nimgo::with_timeout(Duration::from_millis(5), {
+        let drops = drops.clone();
+        move || {
+            nimgo::go_and_wait(move || {
+                let _guard = DropCounter(drops);
+                nimgo::sleep(Duration::from_secs(3600));
+            })
+        }
+    });
+    assert!(outcome.is_err());
+    nimgo::run_event_loop();
+    assert_eq!(
+        drops.get(),
+        1,
+        "the inner task was unwound, not left running"
+    );
+}
