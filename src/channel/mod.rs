@@ -186,24 +186,7 @@ impl<T> GoChannel<T> {
     }
 
     fn send_until(&self, value: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
-        let mut operation = SendOperation {
-            chan: &self.chan,
-            value: Some(value),
-            outcome: None,
-        };
-        match waiters::wait(&mut [&mut operation], deadline, true, false) {
-            Ok(_) => match operation.outcome.take() {
-                Some(Ok(())) => Ok(()),
-                Some(Err(value)) => Err(SendTimeoutError::Closed(value)),
-                None => unreachable!("a completed send has an outcome"),
-            },
-            Err(_) => Err(SendTimeoutError::Timeout(
-                operation
-                    .value
-                    .take()
-                    .expect("a send that timed out keeps its value"),
-            )),
-        }
+        self.chan.send_blocking(value, deadline)
     }
 
     /// Receives a value, waiting while the channel is empty. Once the
@@ -256,18 +239,7 @@ impl<T> GoChannel<T> {
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        let mut operation = RecvOperation {
-            chan: &self.chan,
-            outcome: None,
-        };
-        match waiters::wait(&mut [&mut operation], deadline, true, false) {
-            Ok(_) => match operation.outcome.take() {
-                Some(Ok(value)) => Ok(value),
-                Some(Err(())) => Err(RecvTimeoutError::Closed),
-                None => unreachable!("a completed receive has an outcome"),
-            },
-            Err(_) => Err(RecvTimeoutError::Timeout),
-        }
+        self.chan.recv_blocking(deadline)
     }
 
     /// Closes the channel: sends fail from now on, receives drain the
