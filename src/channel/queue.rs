@@ -52,7 +52,7 @@ use std::time::Instant;
 use super::errors::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 use super::waiters::{Registered, Signal};
 use crate::dispatcher::{self, Waker, Wakeup};
-use crate::loom::{Arc, AtomicBool, Mutex, MutexGuard, Ordering, lock};
+use crate::loom::{Arc, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell, lock};
 
 /// A waiting arm of a select: whose call, and which of its arms.
 #[derive(Debug)]
@@ -62,19 +62,41 @@ pub(crate) struct Entry {
 }
 
 /// The one-value hand-off cell of a [`Parked`] receiver.
-struct Slot<T>(Mutex<Option<T>>);
+///
+/// Written at most once per use, by the counterpart that completes the
+/// receive, under the channel's lock, after it removed the waiter from the
+/// list and before it sets `done` (release). Read only by the owner: after
+/// it saw `done` set (acquire), or under the channel's lock (an unwinding
+/// owner). A completed waiter is in no list, so nobody writes to it again;
+/// until it is completed its owner does not read. Hence accesses never
+/// overlap.
+struct Slot<T>(UnsafeCell<Option<T>>);
 
 impl<T> Slot<T> {
     fn new() -> Self {
-        Self(Mutex::new(None))
+        Self(UnsafeCell::new(None))
     }
 
-    fn put(&self, value: T) {
-        *lock(&self.0) = Some(value);
+    /// # Safety
+    ///
+    /// The caller holds the channel's lock, has just removed the waiter from
+    /// its list, and has not set `done` yet.
+    unsafe fn put(&self, value: T) {
+        // SAFETY: per the contract, this is the one counterpart completing
+        // the waiter (removed under the lock, so no other can), and the owner
+        // does not read until `done` is set, after this write.
+        self.0.with_mut(|slot| unsafe { *slot = Some(value) });
     }
 
-    fn take(&self) -> Option<T> {
-        lock(&self.0).take()
+    /// # Safety
+    ///
+    /// The caller is the waiter's owner and has seen `done` set (with
+    /// acquire ordering).
+    unsafe fn take(&self) -> Option<T> {
+        // SAFETY: the write happened before `done` was set (release), which
+        // the caller saw (acquire); no one writes after `done` is set, and
+        // only the owner (the caller, on one thread) reads.
+        self.0.with_mut(|slot| unsafe { (*slot).take() })
     }
 }
 
@@ -102,11 +124,25 @@ impl<T> Parked<T> {
         self.done.load(Ordering::Acquire)
     }
 
-    /// Under the channel's lock, after removing the waiter from its list:
-    /// completes the call, handing it `value` (a receive).
+    /// The owner's: the value a completed receive was handed.
+    fn take_value(&self) -> Option<T> {
+        if !self.is_done() {
+            return None;
+        }
+        // SAFETY: the owner calls this (the only reader), and `done` was
+        // seen set just above with acquire ordering.
+        unsafe { self.slot.take() }
+    }
+
+    /// Completes the call, handing it `value` (a receive).
+    ///
+    /// Only under the channel's lock, right after removing the waiter from
+    /// its list (so at most once per use).
     fn complete(&self, value: Option<T>) {
         if let Some(value) = value {
-            self.slot.put(value);
+            // SAFETY: as this function's contract: under the lock, removed
+            // from the list, `done` not set yet (only this call sets it).
+            unsafe { self.slot.put(value) };
         }
         self.done.store(true, Ordering::Release);
     }
@@ -124,6 +160,12 @@ impl<T> Parked<T> {
         Arc::new(Self::new(waker))
     }
 }
+
+// SAFETY: `Parked` is shared between the owner and the counterpart that
+// completes it, which moves a `T` into the slot on its thread for the owner
+// to take out on its own: that needs `T: Send`. The slot's accesses never
+// overlap (see `Slot`); the other fields are `Sync`.
+unsafe impl<T: Send> Sync for Parked<T> {}
 
 /// A waiter in one of the channel's lists.
 pub(crate) enum Waiter<T> {
@@ -365,7 +407,7 @@ impl<T> Drop for Unregister<'_, T> {
         let mut state = self.chan.lock();
         if self.receiver {
             let wake = if self.parked.is_done() {
-                match self.parked.slot.take() {
+                match self.parked.take_value() {
                     Some(value) => state.give_back(value),
                     None => Wake::Nobody,
                 }
@@ -496,16 +538,14 @@ impl<T> Chan<T> {
             let wakeup = self.park(&parked, true, deadline);
             if parked.is_done() {
                 return Ok(parked
-                    .slot
-                    .take()
+                    .take_value()
                     .expect("a completed receive has its value"));
             }
             state = self.lock();
             if parked.is_done() {
                 drop(state);
                 return Ok(parked
-                    .slot
-                    .take()
+                    .take_value()
                     .expect("a completed receive has its value"));
             }
             state.remove_receiver(&parked);
