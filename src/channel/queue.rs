@@ -400,10 +400,17 @@ struct Unregister<'a, T> {
 }
 
 impl<T> Drop for Unregister<'_, T> {
+    #[inline]
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed {
+            self.unwind();
         }
+    }
+}
+
+impl<T> Unregister<'_, T> {
+    #[cold]
+    fn unwind(&mut self) {
         let mut state = self.chan.lock();
         if self.receiver {
             let wake = if self.parked.is_done() {
