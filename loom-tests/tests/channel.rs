@@ -142,3 +142,33 @@ fn select_registers_one_waiter_on_two_channels() {
         assert_eq!(all, [1, 2]);
     });
 }
+
+#[test]
+fn plain_and_select_receivers_share_a_channel() {
+    loom::model(|| {
+        let channel = GoChannel::bounded(0);
+        let plain = {
+            let channel = channel.clone();
+            thread::spawn(move || channel.recv().ok())
+        };
+        let sender = {
+            let channel = channel.clone();
+            thread::spawn(move || {
+                let returned = channel.send_timeout(4, LONG).err().map(|e| e.into_inner());
+                channel.close();
+                returned
+            })
+        };
+        let selected = nimgo::Select::new()
+            .recv(&channel, |value| value.ok())
+            .timeout(LONG, || None)
+            .wait();
+        let returned = sender.join().unwrap();
+        let received = plain.join().unwrap();
+        let all: Vec<i32> = [selected, received, returned]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(all, [4], "exactly once");
+    });
+}

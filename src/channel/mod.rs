@@ -28,16 +28,20 @@
 //! # How it works
 //!
 //! Each channel is one mutex around a buffer and two waiter lists
-//! ([`queue`] has the states and who moves between them). A call that
-//! cannot complete registers one entry per channel it waits on, all sharing
-//! one signal, and parks ([`waiters`] has the protocol that decides, exactly
-//! once, which operation happened, and what happens on close, timeout and
-//! unwinding). Values always move through the channel's memory: a waiting
-//! sender's value sits in the sender list, a value handed to a waiting
-//! receiver sits in the channel's `delivered` list until the receiver takes
-//! it after waking, so no other thread writes into a parked coroutine's
-//! stack. The fast path (nothing to wait for) takes the lock once and does
-//! not allocate; a call allocates one signal only when it parks.
+//! ([`queue`] has the states and who moves between them). A plain `send` or
+//! `recv` that cannot complete registers, under the same lock it tried
+//! under, a *single* waiter (a waker, a `done` flag and a one-value slot) and
+//! parks; the counterpart completes it under the lock, and the woken caller
+//! finds its outcome without locking again. A [`Select`] registers one entry
+//! per channel it waits on, all sharing one signal ([`waiters`] has the
+//! protocol that decides, exactly once, which arm happened). Either way,
+//! values always move through channel memory (the waiter list, the single
+//! waiter's heap-allocated slot, or the `delivered` list for a select's
+//! receive arm), so no other thread writes into a parked coroutine's stack,
+//! and close, timeout and unwinding are handled without losing or
+//! duplicating a value. The fast path (nothing to wait for) takes the lock
+//! once and does not allocate; a call allocates one waiter only when it
+//! parks.
 //!
 //! Invariant 4 of the design: no message is lost or delivered twice,
 //! including under timeouts, `close`, [`GoTask::cancel`](crate::GoTask::cancel)
@@ -186,24 +190,7 @@ impl<T> GoChannel<T> {
     }
 
     fn send_until(&self, value: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
-        let mut operation = SendOperation {
-            chan: &self.chan,
-            value: Some(value),
-            outcome: None,
-        };
-        match waiters::wait(&mut [&mut operation], deadline, true, false) {
-            Ok(_) => match operation.outcome.take() {
-                Some(Ok(())) => Ok(()),
-                Some(Err(value)) => Err(SendTimeoutError::Closed(value)),
-                None => unreachable!("a completed send has an outcome"),
-            },
-            Err(_) => Err(SendTimeoutError::Timeout(
-                operation
-                    .value
-                    .take()
-                    .expect("a send that timed out keeps its value"),
-            )),
-        }
+        self.chan.send_blocking(value, deadline)
     }
 
     /// Receives a value, waiting while the channel is empty. Once the
@@ -256,18 +243,7 @@ impl<T> GoChannel<T> {
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        let mut operation = RecvOperation {
-            chan: &self.chan,
-            outcome: None,
-        };
-        match waiters::wait(&mut [&mut operation], deadline, true, false) {
-            Ok(_) => match operation.outcome.take() {
-                Some(Ok(value)) => Ok(value),
-                Some(Err(())) => Err(RecvTimeoutError::Closed),
-                None => unreachable!("a completed receive has an outcome"),
-            },
-            Err(_) => Err(RecvTimeoutError::Timeout),
-        }
+        self.chan.recv_blocking(deadline)
     }
 
     /// Closes the channel: sends fail from now on, receives drain the

@@ -4,47 +4,234 @@
 //! # States
 //!
 //! ```text
-//!   queue: VecDeque<T>     values sent and not received, at most `capacity`
-//!                          (a value given back by an unwinding receiver may
-//!                          go over it)
-//!   receivers: [entry]     receive arms waiting for a value
-//!   senders: [entry, T]    send arms waiting, each with its value
-//!   delivered: [signal, T] values handed to a selected receiver, which takes
-//!                          its own out after waking
-//!   closed: bool           set once by `close`, never cleared
+//!   queue: VecDeque<T>      values sent and not received, at most `capacity`
+//!                           (a value given back by an unwinding receiver may
+//!                           go over it)
+//!   receivers: [waiter]     receive calls waiting for a value
+//!   senders: [waiter, T]    send calls waiting, each with its value
+//!   delivered: [signal, T]  values handed to a selected receive arm of a
+//!                           select, which takes its own out after waking
+//!   spare: single waiter    the last one completed, kept so that the next
+//!                           call to park reuses its allocation once its
+//!                           owner let go of it (until then, or after
+//!                           `close`, it is dropped instead)
+//!   closed: bool            set once by `close`, never cleared
 //! ```
 //!
-//! A sender first looks for a waiting receiver it can select (compare and
-//! swap on the receiver's signal, see [`waiters`](super::waiters)); it puts
-//! the value in `delivered` for it and wakes it. Otherwise it buffers the
-//! value if there is room, otherwise it waits with its value in `senders`.
-//! A receiver takes the oldest buffered value and, if a sender waits, moves
-//! that sender's value into the freed place; with an empty buffer (a
-//! rendezvous) it takes a waiting sender's value directly. Hence: receivers
-//! wait only while the buffer is empty, senders only while it is full.
-//! Entries whose signal is no longer `WAITING` are skipped and left for
-//! their owner to remove.
+//! A waiter is one of two kinds:
+//!
+//! - **Single**: a plain blocking `send`/`recv` ([`Chan::send_blocking`],
+//!   [`Chan::recv_blocking`]). It owns one [`Parked`]: a waker, a `done`
+//!   flag and a one-value slot. A single waiter is in a list exactly while
+//!   it can still be completed: the counterpart that completes it removes it
+//!   from the list, moves the value (a receiver's into its slot, a sender's
+//!   out of the list), sets `done`, all under the lock, then wakes it. The
+//!   owner, after its park, checks `done` (no lock needed: the slot was
+//!   filled before `done` was set); if unset, it takes the lock, where
+//!   `done` is final: either set, or its entry is still in the list and it
+//!   removes it, and no one can complete it any more. No compare-and-swap,
+//!   no second lock on the hand-off path.
+//! - **Select**: one arm of a [`Select`](super::Select) (an [`Entry`]:
+//!   signal and arm), following the protocol in [`waiters`](super::waiters):
+//!   a counterpart selects it by a compare-and-swap on the signal, a value
+//!   for a selected receive arm goes to `delivered`, and entries whose
+//!   signal is no longer `WAITING` are skipped and left for their owner to
+//!   remove.
+//!
+//! A sender first looks for a waiting receiver it can complete or select; it
+//! hands it the value and wakes it. Otherwise it buffers the value if there
+//! is room, otherwise it waits with its value in `senders`. A receiver takes
+//! the oldest buffered value and, if a sender waits, moves that sender's
+//! value into the freed place; with an empty buffer (a rendezvous) it takes
+//! a waiting sender's value directly. Hence: receivers wait only while the
+//! buffer is empty, senders only while it is full.
+//!
+//! Wake-ups happen after the lock is released, and values the channel drops
+//! (a cancelled send's) are dropped outside it too: no user code runs under
+//! the lock.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
-use super::errors::{TryRecvError, TrySendError};
+use super::errors::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 use super::waiters::{Registered, Signal};
-use crate::dispatcher::Waker;
-use crate::loom::{Arc, Mutex, MutexGuard, lock};
+use crate::dispatcher::{self, Waker, Wakeup};
+use crate::loom::{Arc, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell, lock};
 
-/// A waiting arm: whose call, and which of its arms.
+/// A waiting arm of a select: whose call, and which of its arms.
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) signal: Arc<Signal>,
     pub(crate) arm: usize,
 }
 
+/// The one-value hand-off cell of a [`Parked`] receiver.
+///
+/// Written at most once per use, by the counterpart that completes the
+/// receive, under the channel's lock, after it removed the waiter from the
+/// list and before it sets `done` (release). Read only by the owner: after
+/// it saw `done` set (acquire), or under the channel's lock (an unwinding
+/// owner). A completed waiter is in no list, so nobody writes to it again;
+/// until it is completed its owner does not read. Hence accesses never
+/// overlap.
+struct Slot<T>(UnsafeCell<Option<T>>);
+
+impl<T> Slot<T> {
+    fn new() -> Self {
+        Self(UnsafeCell::new(None))
+    }
+
+    /// # Safety
+    ///
+    /// The caller holds the channel's lock, has just removed the waiter from
+    /// its list, and has not set `done` yet.
+    unsafe fn put(&self, value: T) {
+        // SAFETY: per the contract, this is the one counterpart completing
+        // the waiter (removed under the lock, so no other can), and the owner
+        // does not read until `done` is set, after this write.
+        self.0.with_mut(|slot| unsafe { *slot = Some(value) });
+    }
+
+    /// # Safety
+    ///
+    /// The caller is the waiter's owner and has seen `done` set (with
+    /// acquire ordering).
+    unsafe fn take(&self) -> Option<T> {
+        // SAFETY: the write happened before `done` was set (release), which
+        // the caller saw (acquire); no one writes after `done` is set, and
+        // only the owner (the caller, on one thread) reads.
+        self.0.with_mut(|slot| unsafe { (*slot).take() })
+    }
+}
+
+/// What a plain blocking `send` or `recv` waits on (see the module docs).
+pub(crate) struct Parked<T> {
+    /// Set, under the channel's lock, by the counterpart that completed the
+    /// call, after it filled `slot` (for a receive).
+    done: AtomicBool,
+    waker: Waker,
+    /// The value handed to a receiver.
+    slot: Slot<T>,
+}
+
+impl<T> Parked<T> {
+    fn new(waker: Waker) -> Self {
+        Self {
+            done: AtomicBool::new(false),
+            waker,
+            slot: Slot::new(),
+        }
+    }
+
+    /// Whether a counterpart completed the call (and filled the slot).
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// The owner's: the value a completed receive was handed.
+    fn take_value(&self) -> Option<T> {
+        if !self.is_done() {
+            return None;
+        }
+        // SAFETY: the owner calls this (the only reader), and `done` was
+        // seen set just above with acquire ordering.
+        unsafe { self.slot.take() }
+    }
+
+    /// Completes the call, handing it `value` (a receive).
+    ///
+    /// Only under the channel's lock, right after removing the waiter from
+    /// its list (so at most once per use).
+    fn complete(&self, value: Option<T>) {
+        if let Some(value) = value {
+            // SAFETY: as this function's contract: under the lock, removed
+            // from the list, `done` not set yet (only this call sets it).
+            unsafe { self.slot.put(value) };
+        }
+        self.done.store(true, Ordering::Release);
+    }
+
+    /// A fresh waiter for the calling context, reusing `spare`'s allocation
+    /// when no one else holds it any more.
+    fn renew(spare: &mut Option<Arc<Self>>) -> Arc<Self> {
+        let waker = dispatcher::current_waker();
+        if let Some(mut parked) = spare.take() {
+            if let Some(fresh) = Arc::get_mut(&mut parked) {
+                *fresh = Self::new(waker);
+                return parked;
+            }
+        }
+        Arc::new(Self::new(waker))
+    }
+}
+
+// SAFETY: `Parked` is shared between the owner and the counterpart that
+// completes it, which moves a `T` into the slot on its thread for the owner
+// to take out on its own: that needs `T: Send`. The slot's accesses never
+// overlap (see `Slot`); the other fields are `Sync`.
+unsafe impl<T: Send> Sync for Parked<T> {}
+
+/// A waiter in one of the channel's lists.
+pub(crate) enum Waiter<T> {
+    /// A plain `send`/`recv`: in the list only while it can be completed.
+    Single(Arc<Parked<T>>),
+    /// An arm of a select.
+    Select(Entry),
+}
+
+impl<T> Waiter<T> {
+    fn waker(&self) -> &Waker {
+        match self {
+            Self::Single(parked) => &parked.waker,
+            Self::Select(entry) => entry.signal.waker(),
+        }
+    }
+
+    /// Whether a counterpart could complete or select it now (other than an
+    /// entry of `own`).
+    fn is_waiting(&self, own: Option<&Arc<Signal>>) -> bool {
+        match self {
+            Self::Single(_) => true,
+            Self::Select(entry) => {
+                entry.signal.is_waiting() && own.is_none_or(|own| !Arc::ptr_eq(own, &entry.signal))
+            }
+        }
+    }
+
+    fn is_single(&self, parked: &Arc<Parked<T>>) -> bool {
+        matches!(self, Self::Single(own) if Arc::ptr_eq(own, parked))
+    }
+
+    fn is_select(&self, signal: &Arc<Signal>) -> bool {
+        matches!(self, Self::Select(entry) if Arc::ptr_eq(&entry.signal, signal))
+    }
+}
+
+/// A waiter to wake once the lock is released.
+#[must_use]
+pub(crate) enum Wake<T> {
+    Nobody,
+    Single(Arc<Parked<T>>),
+    Select(Waker),
+}
+
+impl<T> Wake<T> {
+    pub(crate) fn wake(self) {
+        match self {
+            Self::Nobody => {}
+            Self::Single(parked) => parked.waker.wake_by_ref(),
+            Self::Select(waker) => waker.wake(),
+        }
+    }
+}
+
 /// The lock-protected part of a channel.
 pub(crate) struct State<T> {
     queue: VecDeque<T>,
-    receivers: VecDeque<Entry>,
-    senders: VecDeque<(Entry, T)>,
+    receivers: VecDeque<Waiter<T>>,
+    senders: VecDeque<(Waiter<T>, T)>,
     delivered: Vec<(Arc<Signal>, T)>,
+    spare: Option<Arc<Parked<T>>>,
     closed: bool,
 }
 
@@ -55,72 +242,109 @@ pub(crate) struct Chan<T> {
     capacity: Option<usize>,
 }
 
-/// Selects the first entry whose signal is still waiting; returns its
-/// position and its waker.
-fn select_first<E>(entries: &VecDeque<E>, entry: impl Fn(&E) -> &Entry) -> Option<(usize, Waker)> {
-    entries.iter().enumerate().find_map(|(position, item)| {
-        let entry = entry(item);
-        entry
-            .signal
-            .try_select(entry.arm)
-            .then(|| (position, entry.signal.waker().clone()))
-    })
-}
-
-/// Whether an entry other than `own`'s could be selected now.
-fn any_waiting<E>(
-    entries: &VecDeque<E>,
-    own: Option<&Arc<Signal>>,
-    entry: impl Fn(&E) -> &Entry,
-) -> bool {
-    entries.iter().any(|item| {
-        let entry = entry(item);
-        entry.signal.is_waiting() && own.is_none_or(|own| !Arc::ptr_eq(own, &entry.signal))
-    })
-}
-
 impl<T> State<T> {
     fn has_room(&self, capacity: Option<usize>) -> bool {
         capacity.is_none_or(|capacity| self.queue.len() < capacity)
     }
 
+    /// Hands `value` to the first receiver that can take it: completes a
+    /// single waiter, or selects a select arm. Gives `value` back if none.
+    fn deliver(&mut self, value: T) -> Result<Wake<T>, T> {
+        let mut position = 0;
+        while let Some(waiter) = self.receivers.get(position) {
+            let waker = match waiter {
+                Waiter::Single(_) => None,
+                Waiter::Select(entry) if entry.signal.try_select(entry.arm) => {
+                    Some(entry.signal.waker().clone())
+                }
+                Waiter::Select(_) => {
+                    position += 1;
+                    continue;
+                }
+            };
+            return Ok(
+                match self
+                    .receivers
+                    .remove(position)
+                    .expect("position is in range")
+                {
+                    Waiter::Single(parked) => {
+                        parked.complete(Some(value));
+                        if self.spare.is_none() {
+                            self.spare = Some(parked.clone());
+                        }
+                        Wake::Single(parked)
+                    }
+                    Waiter::Select(entry) => {
+                        self.delivered.push((entry.signal, value));
+                        Wake::Select(waker.expect("a select entry was selected"))
+                    }
+                },
+            );
+        }
+        Err(value)
+    }
+
+    /// Takes the value of the first sender that can give it up.
+    fn take_sender(&mut self) -> Option<(T, Wake<T>)> {
+        let mut position = 0;
+        while let Some((waiter, _)) = self.senders.get(position) {
+            let waker = match waiter {
+                Waiter::Single(_) => None,
+                Waiter::Select(entry) if entry.signal.try_select(entry.arm) => {
+                    Some(entry.signal.waker().clone())
+                }
+                Waiter::Select(_) => {
+                    position += 1;
+                    continue;
+                }
+            };
+            let (waiter, value) = self.senders.remove(position).expect("position is in range");
+            let wake = match waiter {
+                Waiter::Single(parked) => {
+                    parked.complete(None);
+                    if self.spare.is_none() {
+                        self.spare = Some(parked.clone());
+                    }
+                    Wake::Single(parked)
+                }
+                Waiter::Select(_) => Wake::Select(waker.expect("a select entry was selected")),
+            };
+            return Some((value, wake));
+        }
+        None
+    }
+
     /// Sends under the lock; returns a receiver to wake after unlocking.
-    fn send(
-        &mut self,
-        value: T,
-        capacity: Option<usize>,
-    ) -> Result<Option<Waker>, TrySendError<T>> {
+    fn send(&mut self, value: T, capacity: Option<usize>) -> Result<Wake<T>, TrySendError<T>> {
         if self.closed {
             return Err(TrySendError::Closed(value));
         }
-        if let Some((position, waker)) = select_first(&self.receivers, |entry| entry) {
-            let entry = self
-                .receivers
-                .remove(position)
-                .expect("position is in range");
-            self.delivered.push((entry.signal, value));
-            return Ok(Some(waker));
-        }
+        let value = match self.deliver(value) {
+            Ok(wake) => return Ok(wake),
+            Err(value) => value,
+        };
         if self.has_room(capacity) {
             self.queue.push_back(value);
-            return Ok(None);
+            return Ok(Wake::Nobody);
         }
         Err(TrySendError::Full(value))
     }
 
     /// Receives under the lock; returns a sender to wake after unlocking.
-    fn recv(&mut self) -> Result<(T, Option<Waker>), TryRecvError> {
+    fn recv(&mut self) -> Result<(T, Wake<T>), TryRecvError> {
         if let Some(value) = self.queue.pop_front() {
-            let waker = select_first(&self.senders, |(entry, _)| entry).map(|(position, waker)| {
-                let (_, refill) = self.senders.remove(position).expect("position is in range");
-                self.queue.push_back(refill);
-                waker
-            });
-            return Ok((value, waker));
+            let wake = match self.take_sender() {
+                Some((refill, wake)) => {
+                    self.queue.push_back(refill);
+                    wake
+                }
+                None => Wake::Nobody,
+            };
+            return Ok((value, wake));
         }
-        if let Some((position, waker)) = select_first(&self.senders, |(entry, _)| entry) {
-            let (_, value) = self.senders.remove(position).expect("position is in range");
-            return Ok((value, Some(waker)));
+        if let Some(taken) = self.take_sender() {
+            return Ok(taken);
         }
         if self.closed {
             Err(TryRecvError::Closed)
@@ -129,19 +353,94 @@ impl<T> State<T> {
         }
     }
 
+    /// Puts back a value an unwinding receiver was handed: to another
+    /// waiting receiver, or to the front of the buffer (even when closed:
+    /// a value that was sent is still received).
+    fn give_back(&mut self, value: T) -> Wake<T> {
+        match self.deliver(value) {
+            Ok(wake) => wake,
+            Err(value) => {
+                self.queue.push_front(value);
+                Wake::Nobody
+            }
+        }
+    }
+
     fn send_ready(&self, capacity: Option<usize>, own: Option<&Arc<Signal>>) -> bool {
-        self.closed || self.has_room(capacity) || any_waiting(&self.receivers, own, |entry| entry)
+        self.closed
+            || self.has_room(capacity)
+            || self.receivers.iter().any(|waiter| waiter.is_waiting(own))
     }
 
     fn recv_ready(&self, own: Option<&Arc<Signal>>) -> bool {
-        self.closed || !self.queue.is_empty() || any_waiting(&self.senders, own, |(entry, _)| entry)
+        self.closed
+            || !self.queue.is_empty()
+            || self
+                .senders
+                .iter()
+                .any(|(waiter, _)| waiter.is_waiting(own))
+    }
+
+    /// Removes a single receiver that was not completed.
+    fn remove_receiver(&mut self, parked: &Arc<Parked<T>>) {
+        if let Some(position) = self.receivers.iter().position(|w| w.is_single(parked)) {
+            self.receivers.remove(position);
+        }
+    }
+
+    /// Removes a single sender that was not completed; returns its value.
+    fn remove_sender(&mut self, parked: &Arc<Parked<T>>) -> Option<T> {
+        let position = self.senders.iter().position(|(w, _)| w.is_single(parked))?;
+        self.senders.remove(position).map(|(_, value)| value)
     }
 }
 
 fn new_signal(signal: &mut Option<Arc<Signal>>) -> Arc<Signal> {
     signal
-        .get_or_insert_with(|| Arc::new(Signal::new(crate::dispatcher::current_waker())))
+        .get_or_insert_with(|| Arc::new(Signal::new(dispatcher::current_waker())))
         .clone()
+}
+
+/// Removes a plain call's waiter if its park unwinds (cancel or an expired
+/// `with_timeout`); a receiver gives back a value it was handed.
+struct Unregister<'a, T> {
+    chan: &'a Chan<T>,
+    parked: &'a Arc<Parked<T>>,
+    receiver: bool,
+    armed: bool,
+}
+
+impl<T> Drop for Unregister<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.armed {
+            self.unwind();
+        }
+    }
+}
+
+impl<T> Unregister<'_, T> {
+    #[cold]
+    fn unwind(&mut self) {
+        let mut state = self.chan.lock();
+        if self.receiver {
+            let wake = if self.parked.is_done() {
+                match self.parked.take_value() {
+                    Some(value) => state.give_back(value),
+                    None => Wake::Nobody,
+                }
+            } else {
+                state.remove_receiver(self.parked);
+                Wake::Nobody
+            };
+            drop(state);
+            wake.wake();
+        } else {
+            let value = state.remove_sender(self.parked);
+            drop(state);
+            drop(value);
+        }
+    }
 }
 
 impl<T> Chan<T> {
@@ -152,6 +451,7 @@ impl<T> Chan<T> {
                 receivers: VecDeque::new(),
                 senders: VecDeque::new(),
                 delivered: Vec::new(),
+                spare: None,
                 closed: false,
             }),
             capacity,
@@ -175,19 +475,127 @@ impl<T> Chan<T> {
     }
 
     pub(crate) fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
-        let waker = self.lock().send(value, self.capacity)?;
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        let wake = self.lock().send(value, self.capacity)?;
+        wake.wake();
         Ok(())
     }
 
     pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
-        let (value, waker) = self.lock().recv()?;
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        let (value, wake) = self.lock().recv()?;
+        wake.wake();
         Ok(value)
+    }
+
+    /// A plain blocking send: tries and, if the channel is full, registers
+    /// under one lock; parks until a receiver completes it, the channel
+    /// closes, or `deadline` passes.
+    pub(crate) fn send_blocking(
+        &self,
+        mut value: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendTimeoutError<T>> {
+        let mut spare = None;
+        let mut state = self.lock();
+        loop {
+            match state.send(value, self.capacity) {
+                Ok(wake) => {
+                    drop(state);
+                    wake.wake();
+                    return Ok(());
+                }
+                Err(TrySendError::Closed(item)) => return Err(SendTimeoutError::Closed(item)),
+                Err(TrySendError::Full(item)) => value = item,
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Err(SendTimeoutError::Timeout(value));
+            }
+            if spare.is_none() {
+                spare = state.spare.take();
+            }
+            let parked = Parked::renew(&mut spare);
+            state
+                .senders
+                .push_back((Waiter::Single(parked.clone()), value));
+            drop(state);
+            let wakeup = self.park(&parked, false, deadline);
+            if parked.is_done() {
+                return Ok(());
+            }
+            state = self.lock();
+            if parked.is_done() {
+                return Ok(());
+            }
+            value = state
+                .remove_sender(&parked)
+                .expect("a sender not completed is in the list");
+            if wakeup == Wakeup::TimedOut {
+                return Err(SendTimeoutError::Timeout(value));
+            }
+            // Woken without being completed (a close, or a spurious
+            // return): retry under this lock.
+            spare = Some(parked);
+        }
+    }
+
+    /// A plain blocking receive, like [`send_blocking`](Self::send_blocking).
+    pub(crate) fn recv_blocking(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        let mut spare = None;
+        let mut state = self.lock();
+        loop {
+            match state.recv() {
+                Ok((value, wake)) => {
+                    drop(state);
+                    wake.wake();
+                    return Ok(value);
+                }
+                Err(TryRecvError::Closed) => return Err(RecvTimeoutError::Closed),
+                Err(TryRecvError::Empty) => {}
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            if spare.is_none() {
+                spare = state.spare.take();
+            }
+            let parked = Parked::renew(&mut spare);
+            state.receivers.push_back(Waiter::Single(parked.clone()));
+            drop(state);
+            let wakeup = self.park(&parked, true, deadline);
+            if parked.is_done() {
+                return Ok(parked
+                    .take_value()
+                    .expect("a completed receive has its value"));
+            }
+            state = self.lock();
+            if parked.is_done() {
+                drop(state);
+                return Ok(parked
+                    .take_value()
+                    .expect("a completed receive has its value"));
+            }
+            state.remove_receiver(&parked);
+            if wakeup == Wakeup::TimedOut {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            spare = Some(parked);
+        }
+    }
+
+    /// Parks once for a registered single waiter (unless already done);
+    /// deregisters it if the park unwinds.
+    fn park(&self, parked: &Arc<Parked<T>>, receiver: bool, deadline: Option<Instant>) -> Wakeup {
+        if parked.is_done() {
+            return Wakeup::Woken;
+        }
+        let mut guard = Unregister {
+            chan: self,
+            parked,
+            receiver,
+            armed: true,
+        };
+        let wakeup = dispatcher::park(deadline);
+        guard.armed = false;
+        wakeup
     }
 
     /// Closes the channel and wakes every waiter; `false` if already closed.
@@ -198,11 +606,12 @@ impl<T> Chan<T> {
                 return false;
             }
             state.closed = true;
+            state.spare = None;
             state
                 .receivers
                 .iter()
-                .chain(state.senders.iter().map(|(entry, _)| entry))
-                .map(|entry| entry.signal.waker().clone())
+                .chain(state.senders.iter().map(|(waiter, _)| waiter))
+                .map(|waiter| waiter.waker().clone())
                 .collect()
         };
         for waker in wakers {
@@ -225,29 +634,26 @@ impl<T> Chan<T> {
         let item = value
             .take()
             .expect("a send arm has its value until it completes");
-        if first {
+        let item = if first {
             match state.send(item, self.capacity) {
-                Ok(waker) => {
+                Ok(wake) => {
                     drop(state);
-                    if let Some(waker) = waker {
-                        waker.wake();
-                    }
+                    wake.wake();
                     return (Registered::Done, Some(Ok(())));
                 }
                 Err(TrySendError::Closed(item)) => return (Registered::Done, Some(Err(item))),
-                Err(TrySendError::Full(item)) => {
-                    let signal = new_signal(signal);
-                    state.senders.push_back((Entry { signal, arm }, item));
-                    return (Registered::Waiting, None);
-                }
+                Err(TrySendError::Full(item)) => item,
             }
-        }
-        if state.send_ready(self.capacity, signal.as_ref()) {
+        } else if state.send_ready(self.capacity, signal.as_ref()) {
             *value = Some(item);
             return (Registered::Ready, None);
-        }
+        } else {
+            item
+        };
         let signal = new_signal(signal);
-        state.senders.push_back((Entry { signal, arm }, item));
+        state
+            .senders
+            .push_back((Waiter::Select(Entry { signal, arm }), item));
         (Registered::Waiting, None)
     }
 
@@ -258,7 +664,7 @@ impl<T> Chan<T> {
         let position = state
             .senders
             .iter()
-            .position(|(entry, _)| Arc::ptr_eq(&entry.signal, signal))?;
+            .position(|(waiter, _)| waiter.is_select(signal))?;
         state.senders.remove(position).map(|(_, value)| value)
     }
 
@@ -272,11 +678,9 @@ impl<T> Chan<T> {
         let mut state = self.lock();
         if first {
             match state.recv() {
-                Ok((value, waker)) => {
+                Ok((value, wake)) => {
                     drop(state);
-                    if let Some(waker) = waker {
-                        waker.wake();
-                    }
+                    wake.wake();
                     return (Registered::Done, Some(Ok(value)));
                 }
                 Err(TryRecvError::Closed) => {
@@ -288,7 +692,9 @@ impl<T> Chan<T> {
             return (Registered::Ready, None);
         }
         let signal = new_signal(signal);
-        state.receivers.push_back(Entry { signal, arm });
+        state
+            .receivers
+            .push_back(Waiter::Select(Entry { signal, arm }));
         (Registered::Waiting, None)
     }
 
@@ -306,36 +712,17 @@ impl<T> Chan<T> {
         if let Some(position) = state
             .receivers
             .iter()
-            .position(|entry| Arc::ptr_eq(&entry.signal, signal))
+            .position(|waiter| waiter.is_select(signal))
         {
             state.receivers.remove(position);
         }
         None
     }
 
-    /// Puts back a value an unwinding receiver was handed: to another
-    /// waiting receiver, or to the front of the buffer (even when closed:
-    /// a value that was sent is still received).
+    /// Puts back a value an unwinding select arm was handed (see
+    /// [`State::give_back`]).
     pub(crate) fn give_back(&self, value: T) {
-        let waker = {
-            let mut state = self.lock();
-            match select_first(&state.receivers, |entry| entry) {
-                Some((position, waker)) => {
-                    let entry = state
-                        .receivers
-                        .remove(position)
-                        .expect("position is in range");
-                    state.delivered.push((entry.signal, value));
-                    Some(waker)
-                }
-                None => {
-                    state.queue.push_front(value);
-                    None
-                }
-            }
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        let wake = self.lock().give_back(value);
+        wake.wake();
     }
 }

@@ -251,7 +251,7 @@ impl<'a, R> Select<'a, R> {
         let outcome = {
             let mut operations: Vec<&mut dyn Operation> =
                 self.arms.iter_mut().map(|arm| arm.operation()).collect();
-            waiters::wait(&mut operations, deadline, blocking, true)
+            waiters::wait(&mut operations, deadline, blocking)
         };
         match outcome {
             Ok(index) => self.arms.swap_remove(index).fire(),

@@ -1,10 +1,14 @@
-//! The waiter protocol shared by every blocking channel operation and by
-//! [`Select`](super::Select).
+//! The waiter protocol of [`Select`](super::Select): one call waiting on
+//! several channels.
 //!
-//! One blocking call (a `send`, a `recv`, or a whole select) owns one
-//! [`Signal`]: the caller's [`Waker`] and an atomic *state*. The call puts
-//! one entry (signal + arm number) in the waiter list of every channel it
-//! waits on, then parks. The state decides, once, which arm happened:
+//! (A plain blocking `send` or `recv` waits on one channel only; it uses the
+//! simpler *single* waiter described in [`queue`](super::queue), which needs
+//! no compare-and-swap. Both kinds share the channels' waiter lists.)
+//!
+//! One blocking select owns one [`Signal`]: the caller's [`Waker`] and an
+//! atomic *state*. The call puts one entry (signal + arm number) in the
+//! waiter list of every channel it waits on, then parks. The state decides,
+//! once, which arm happened:
 //!
 //! ```text
 //!                 a counterpart (under its channel's lock) try_select(arm)
@@ -22,7 +26,8 @@
 //!   lock, or the owner aborted and no counterpart will ever touch its
 //!   entries again (entries of a non-`WAITING` signal are skipped).
 //! - The owner then removes its entries from every channel. Taking channel
-//!   *k*'s lock also makes the counterpart's half visible to it.
+//!   *k*'s lock also makes the counterpart's half visible to it (a value for
+//!   a receive arm waits in channel *k*'s `delivered` list).
 //! - A selected receiver that unwinds (cancel, `with_timeout`) gives the
 //!   value it was handed back to the channel: to another waiting receiver, or
 //!   to the front of the buffer. A message is never lost nor duplicated.
@@ -132,29 +137,22 @@ pub(crate) enum NotDone {
 
 /// Waits until one of `operations` completes; returns its index.
 ///
-/// `try_first`: try every arm before registering any (a select); a single
-/// operation skips that pass, as its registration tries it anyway. A call
-/// that is not `blocking` (a select with a default arm) only makes the try
-/// pass, so it needs `try_first`.
+/// Every pass tries every arm before registering any. A call that is not
+/// `blocking` (a select with a default arm) only makes the try pass.
 pub(crate) fn wait(
     operations: &mut [&mut dyn Operation],
     deadline: Option<Instant>,
     blocking: bool,
-    try_first: bool,
 ) -> Result<usize, NotDone> {
-    let mut try_pass = try_first;
     loop {
-        if try_pass {
-            for (index, operation) in operations.iter_mut().enumerate() {
-                if operation.try_now() {
-                    return Ok(index);
-                }
-            }
-            if !blocking {
-                return Err(NotDone::WouldBlock);
+        for (index, operation) in operations.iter_mut().enumerate() {
+            if operation.try_now() {
+                return Ok(index);
             }
         }
-        try_pass = true;
+        if !blocking {
+            return Err(NotDone::WouldBlock);
+        }
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return Err(NotDone::TimedOut);
         }
