@@ -11,10 +11,6 @@
 //!   senders: [waiter, T]    send calls waiting, each with its value
 //!   delivered: [signal, T]  values handed to a selected receive arm of a
 //!                           select, which takes its own out after waking
-//!   spare: single waiter    the last one completed, kept so that the next
-//!                           call to park reuses its allocation once its
-//!                           owner let go of it (until then, or after
-//!                           `close`, it is dropped instead)
 //!   closed: bool            set once by `close`, never cleared
 //! ```
 //!
@@ -231,7 +227,6 @@ pub(crate) struct State<T> {
     receivers: VecDeque<Waiter<T>>,
     senders: VecDeque<(Waiter<T>, T)>,
     delivered: Vec<(Arc<Signal>, T)>,
-    spare: Option<Arc<Parked<T>>>,
     closed: bool,
 }
 
@@ -270,9 +265,6 @@ impl<T> State<T> {
                 {
                     Waiter::Single(parked) => {
                         parked.complete(Some(value));
-                        if self.spare.is_none() {
-                            self.spare = Some(parked.clone());
-                        }
                         Wake::Single(parked)
                     }
                     Waiter::Select(entry) => {
@@ -303,9 +295,6 @@ impl<T> State<T> {
             let wake = match waiter {
                 Waiter::Single(parked) => {
                     parked.complete(None);
-                    if self.spare.is_none() {
-                        self.spare = Some(parked.clone());
-                    }
                     Wake::Single(parked)
                 }
                 Waiter::Select(_) => Wake::Select(waker.expect("a select entry was selected")),
@@ -451,7 +440,6 @@ impl<T> Chan<T> {
                 receivers: VecDeque::new(),
                 senders: VecDeque::new(),
                 delivered: Vec::new(),
-                spare: None,
                 closed: false,
             }),
             capacity,
@@ -509,9 +497,6 @@ impl<T> Chan<T> {
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Err(SendTimeoutError::Timeout(value));
             }
-            if spare.is_none() {
-                spare = state.spare.take();
-            }
             let parked = Parked::renew(&mut spare);
             state
                 .senders
@@ -553,9 +538,6 @@ impl<T> Chan<T> {
             }
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Err(RecvTimeoutError::Timeout);
-            }
-            if spare.is_none() {
-                spare = state.spare.take();
             }
             let parked = Parked::renew(&mut spare);
             state.receivers.push_back(Waiter::Single(parked.clone()));
@@ -606,7 +588,6 @@ impl<T> Chan<T> {
                 return false;
             }
             state.closed = true;
-            state.spare = None;
             state
                 .receivers
                 .iter()
