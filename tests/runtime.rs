@@ -417,3 +417,35 @@ fn blocking_work_of_a_runtime_runs_on_its_own_pool() {
     let outside = nimgo::spawn_blocking(thread_name).wait();
     assert_eq!(outside, "nimgo-blocking");
 }
+
+/// The nice value of the calling thread, from `/proc/thread-self/stat`.
+fn current_nice() -> i32 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // Fields after the parenthesised command name; nice is field 19.
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
+#[test]
+fn blocking_pool_threads_yield_to_the_loops_unless_told_otherwise() {
+    let default = Runtime::builder().workers(1).build().unwrap();
+    assert_eq!(
+        default
+            .spawn(|| nimgo::spawn_blocking(current_nice).wait())
+            .wait(),
+        19
+    );
+    let normal = Runtime::builder()
+        .workers(1)
+        .blocking_nice(0)
+        .build()
+        .unwrap();
+    assert_eq!(
+        normal
+            .spawn(|| nimgo::spawn_blocking(current_nice).wait())
+            .wait(),
+        0
+    );
+    let error = Runtime::builder().blocking_nice(20).build().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+}
