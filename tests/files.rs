@@ -368,3 +368,27 @@ fn stdin_from_dev_null_pipe_and_file() {
         )
     );
 }
+
+#[test]
+fn a_pipe_end_moved_to_another_thread_keeps_working() {
+    use std::io::{Read, Write};
+    let (mut reader, mut writer) = nimgo::pipe().unwrap();
+    // First used here, registering with this thread's dispatcher...
+    writer.write_all(b"one ").unwrap();
+    let mut first = [0u8; 4];
+    reader.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"one ");
+    // ...then moved to another thread's coroutine and used there.
+    let moved = std::thread::spawn(move || {
+        nimgo::go_and_wait(move || {
+            let mut rest = String::new();
+            reader.read_to_string(&mut rest).unwrap();
+            rest
+        })
+    });
+    writer.write_all(b"two").unwrap();
+    drop(writer);
+    assert_eq!(moved.join().unwrap(), "two");
+    // The registration dropped on the other thread was handed back here.
+    nimgo::yield_now();
+}

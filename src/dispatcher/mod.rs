@@ -904,6 +904,7 @@ impl Dispatcher {
                 }
                 Remote::Cancel { index, task_id } => self.cancel(index, task_id),
                 Remote::Spawn(start) => start(),
+                Remote::ReleaseIo(token) => self.release_io(token),
             }
         }
         *self.remote_buffer.borrow_mut() = buffer;
@@ -1398,9 +1399,11 @@ pub fn run_event_loop() {
 /// A `mio` source registered with the calling thread's dispatcher, so a
 /// coroutine can park until it is readable or writable.
 ///
-/// The registration belongs to the thread that made it (like the coroutine
-/// that uses it); drop it or call [`deregister`](Self::deregister) before
-/// closing the source.
+/// Waiting works on the thread that made the registration (where the
+/// coroutines that use it run); elsewhere [`wait`](Self::wait) returns an
+/// error. The value may be moved and dropped on any thread: the owner then
+/// frees its slot on its next turn. Drop it or call
+/// [`deregister`](Self::deregister) before closing the source.
 ///
 /// ```
 /// use std::io::{Read, Write};
@@ -1427,8 +1430,6 @@ pub fn run_event_loop() {
 pub struct Registration {
     token: Token,
     shared: Arc<Shared>,
-    /// Registrations are tied to their thread's dispatcher.
-    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl std::fmt::Debug for Registration {
@@ -1452,7 +1453,6 @@ impl Registration {
             Ok(Self {
                 token,
                 shared: dispatcher.shared.clone(),
-                _not_send: std::marker::PhantomData,
             })
         })?
     }
@@ -1540,7 +1540,16 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let _ = self.dispatcher(|dispatcher| dispatcher.release_io(self.token));
+        if self
+            .dispatcher(|dispatcher| dispatcher.release_io(self.token))
+            .is_err()
+        {
+            // Dropped on another thread: the owner frees the slot on its
+            // next turn. (Its epoll forgets the source when the descriptor
+            // is closed; events until then meet a freed slot and are
+            // ignored.)
+            self.shared.push(Remote::ReleaseIo(self.token));
+        }
     }
 }
 

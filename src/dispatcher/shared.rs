@@ -70,6 +70,8 @@ pub enum Remote {
     },
     /// Start this closure as a new task on the dispatcher.
     Spawn(Box<dyn FnOnce() + Send>),
+    /// Free the slot of an I/O registration dropped on another thread.
+    ReleaseIo(mio::Token),
 }
 
 impl std::fmt::Debug for Remote {
@@ -78,6 +80,7 @@ impl std::fmt::Debug for Remote {
             Self::Wake { index, epoch } => write!(f, "Wake({index}@{epoch})"),
             Self::Cancel { index, task_id } => write!(f, "Cancel({index}#{task_id})"),
             Self::Spawn(_) => f.write_str("Spawn"),
+            Self::ReleaseIo(token) => write!(f, "ReleaseIo({})", token.0),
         }
     }
 }

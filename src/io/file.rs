@@ -34,14 +34,13 @@
 //! A `GoFile` is `Send`. A dispatcher registration belongs to one thread,
 //! so a pollable `GoFile` registers lazily, on first use, with the current
 //! thread's dispatcher, and remembers that thread. Used on another thread
-//! later, it registers again there and abandons the old registration (its
-//! slot in the old dispatcher is released when that dispatcher ends, the
-//! epoll entry when the descriptor closes); dropped on its own thread it
-//! deregisters cleanly.
+//! later, it registers again there and drops the old registration (the old
+//! dispatcher frees its slot on its next turn; its epoll entry goes when the
+//! descriptor closes, and events until then are ignored); dropped on its
+//! own thread it deregisters cleanly.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -113,15 +112,8 @@ impl PoolState {
 #[derive(Debug)]
 struct ThreadRegistration {
     thread: ThreadId,
-    registration: ManuallyDrop<Registration>,
+    registration: Registration,
 }
-
-// SAFETY: `Registration` is `!Send` only because it must be used on the
-// thread whose dispatcher holds it. `GoFile` uses and drops it only when
-// `thread` is the current thread (`registration_here`, `Drop for GoFile`);
-// on any other thread it is forgotten (never dropped, never touched), so
-// moving the value between threads never lets another thread use it.
-unsafe impl Send for ThreadRegistration {}
 
 fn with_path(error: io::Error, path: &Path) -> io::Error {
     io::Error::new(error.kind(), format!("{}: {error}", path.display()))
@@ -409,18 +401,17 @@ impl GoFile {
     }
 
     fn deregister(&mut self) {
-        // On another thread the registration is abandoned (module docs):
-        // `ManuallyDrop` keeps it untouched.
+        // On the registration's own thread, take the descriptor out of its
+        // epoll now; on another thread dropping the registration is enough
+        // (its dispatcher frees the slot, and the epoll entry goes with the
+        // descriptor).
         if let Mode::Dispatcher(slot) = &mut self.mode
-            && let Some(mut local) = slot.take()
+            && let Some(local) = slot.take()
             && local.thread == std::thread::current().id()
+            && let Some(file) = &self.file
         {
-            // SAFETY: taken out of the slot, so never used again; we are on
-            // the registration's own thread.
-            let registration = unsafe { ManuallyDrop::take(&mut local.registration) };
-            let Some(file) = &self.file else { return };
             let raw = file.as_raw_fd();
-            let _ = registration.deregister(&mut SourceFd(&raw));
+            let _ = local.registration.deregister(&mut SourceFd(&raw));
         }
     }
 
@@ -432,7 +423,8 @@ impl GoFile {
             unreachable!("only dispatcher-mode files register");
         };
         if slot.as_ref().is_some_and(|local| local.thread != here) {
-            // Abandon the other thread's registration (module docs).
+            // Moved to another thread: drop the old thread's registration
+            // (its dispatcher frees the slot) and register here.
             *slot = None;
         }
         if slot.is_none() {
@@ -440,7 +432,7 @@ impl GoFile {
                 Registration::new(&mut SourceFd(&raw), Interest::READABLE | Interest::WRITABLE)?;
             *slot = Some(ThreadRegistration {
                 thread: here,
-                registration: ManuallyDrop::new(registration),
+                registration,
             });
         }
         match slot {
