@@ -908,8 +908,16 @@ where
         if let Some(job) = job.take()
             && context.runtime.state() == State::Running
         {
+            // The owner always runs its own deque, so waking another worker
+            // is only for parallelism, never for liveness: wake one for the
+            // first job of a burst; the woken worker passes the wake on when
+            // it finds a full batch (see `worker.rs`). This keeps the
+            // handshake's fence off the hot path of a spawn loop.
+            let was_empty = context.local.is_empty();
             context.local.push(job);
-            context.runtime.wake_one();
+            if was_empty {
+                context.runtime.wake_one();
+            }
         }
     });
     let Some(job) = job else {
