@@ -196,7 +196,7 @@ impl BlockingPool {
     }
 
     /// Threads alive now (busy or idle).
-    #[allow(dead_code)] // the runtime reports it; the tests use it
+    #[cfg(test)]
     pub(crate) fn threads(&self) -> usize {
         lock(&self.inner.state).threads
     }

@@ -87,7 +87,6 @@ pub(crate) struct RuntimeShared {
     /// Which workers have left their loop and shut their dispatcher down.
     exited: Mutex<Vec<bool>>,
     exit_condvar: Condvar,
-    blocking_threads: usize,
     /// This runtime's blocking pool; its workers send their blocking jobs
     /// here.
     blocking: BlockingPool,
@@ -407,7 +406,6 @@ impl Builder {
             state: AtomicU8::new(State::Running as u8),
             exited: Mutex::new(vec![false; workers]),
             exit_condvar: Condvar::new(),
-            blocking_threads,
             blocking: BlockingPool::named(
                 blocking_threads,
                 format!("{}-blocking", self.thread_name),
@@ -601,12 +599,6 @@ impl Runtime {
     /// ```
     pub fn workers(&self) -> usize {
         self.shared.workers.len()
-    }
-
-    /// The most threads the blocking pool may use.
-    #[allow(dead_code)] // read by the blocking pool
-    pub(crate) fn blocking_threads(&self) -> usize {
-        self.shared.blocking_threads
     }
 
     /// Queues `function` as a task; an idle worker starts it. Returns at
