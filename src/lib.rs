@@ -38,6 +38,9 @@
 //! coroutine's stack from elsewhere; a panic in a coroutine reaches whoever
 //! joins it; a stack overflow ends the process with a message that says so.
 #![deny(unsafe_op_in_unsafe_fn)]
+// Under `--cfg loom` only the protocols the models drive are exercised; the
+// runtime's threads and the I/O paths are compiled but unused.
+#![cfg_attr(loom, allow(dead_code))]
 
 mod blocking;
 pub mod channel;
