@@ -28,6 +28,13 @@
 //! - [`Runtime`] runs N worker threads, each with its own dispatcher;
 //!   [`Runtime::spawn`] and [`spawn`] queue tasks that idle workers steal
 //!   before they start (a started coroutine never changes thread).
+//! - [`GoChannel`] passes values between coroutines on any worker and plain
+//!   threads, parking only the waiting coroutine; [`Select`] waits on
+//!   several channels at once.
+//! - [`GoFile`], [`pipe`], [`stdin`]/[`stdout`]/[`stderr`], [`fs`] and
+//!   [`GoBufferStream`] implement `std::io` traits; regular files go through
+//!   a small blocking pool ([`spawn_blocking`]), pipes and terminals through
+//!   the dispatcher.
 //! - [`coroutine`] is the low-level layer: coroutines on guarded stacks with
 //!   no dispatcher; [`dispatcher`] parks on any `mio` source.
 //!
