@@ -28,12 +28,12 @@
 //! # How it works
 //!
 //! Each channel is one mutex around a buffer and two waiter lists
-//! ([`queue`] has the states and who moves between them). A plain `send` or
+//! (`queue.rs` has the states and who moves between them). A plain `send` or
 //! `recv` that cannot complete registers, under the same lock it tried
 //! under, a *single* waiter (a waker, a `done` flag and a one-value slot) and
 //! parks; the counterpart completes it under the lock, and the woken caller
 //! finds its outcome without locking again. A [`Select`] registers one entry
-//! per channel it waits on, all sharing one signal ([`waiters`] has the
+//! per channel it waits on, all sharing one signal (`waiters.rs` has the
 //! protocol that decides, exactly once, which arm happened). Either way,
 //! values always move through channel memory (the waiter list, the single
 //! waiter's heap-allocated slot, or the `delivered` list for a select's

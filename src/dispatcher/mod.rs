@@ -19,9 +19,9 @@
 //!
 //! Every blocking operation is built on one primitive. The current context
 //! (a task, or the thread itself: the *root* context) takes a
-//! [`Waker`] with [`current_waker`], hands it to whoever will signal the
+//! `Waker` with `current_waker`, hands it to whoever will signal the
 //! condition (a channel, a join handle, the reactor), re-checks the
-//! condition, and calls [`park`]. Each context has an *epoch*, and a waker
+//! condition, and calls `park`. Each context has an *epoch*, and a waker
 //! names `(dispatcher, index, epoch)`:
 //!
 //! ```text
@@ -40,15 +40,15 @@
 //! - A second wake of the same epoch finds the context Ready or Running at a
 //!   later epoch and does nothing: a context is never resumed twice.
 //! - Only the dispatcher's own thread changes a context's state. Another
-//!   thread's wake is a message in the inbox ([`shared`] explains how the
+//!   thread's wake is a message in the inbox (`shared.rs` explains how the
 //!   sleeping dispatcher is woken for it).
 //!
 //! A park may also end because its deadline passed ([`Wakeup::TimedOut`]),
 //! because the task was cancelled, or because an enclosing `with_timeout`
-//! scope expired. The last two never return: [`park`] unwinds the context
+//! scope expired. The last two never return: `park` unwinds the context
 //! from the park point with a private payload that is caught at the task's
 //! entry (cancel) or at the scope (`with_timeout`), so destructors run.
-//! Callers of [`park`] must therefore keep their own state consistent across
+//! Callers of `park` must therefore keep their own state consistent across
 //! an unwind (drop guards that deregister their waker) and must hold no lock
 //! across it. Callers must also tolerate a spurious return and re-check their
 //! condition in a loop.
@@ -101,7 +101,7 @@ const TASKS_PER_TURN: usize = 61;
 
 type TaskCoroutine = corosensei::Coroutine<(), (), (), GuardedStack>;
 
-/// Why a [`park`] returned.
+/// Why a park (the dispatcher's blocking primitive) returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wakeup {
     /// Someone woke the context (or the return is spurious: re-check).

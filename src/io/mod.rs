@@ -1,11 +1,11 @@
 //! Files, pipes, standard streams and in-memory streams that park only the
 //! calling coroutine.
 //!
-//! - [`GoFile`](file::GoFile): a file descriptor; regular files go through
+//! - [`GoFile`]: a file descriptor; regular files go through
 //!   the blocking pool, pipes and terminals through the dispatcher.
-//! - [`pipe`](file::pipe), [`stdin`](stdio::stdin), [`stdout`](stdio::stdout),
-//!   [`stderr`](stdio::stderr).
-//! - [`GoBufferStream`](buffer_stream::GoBufferStream): an in-memory byte
+//! - [`pipe`], [`stdin`], [`stdout`],
+//!   [`stderr`].
+//! - [`GoBufferStream`]: an in-memory byte
 //!   pipe.
 
 pub mod buffer_stream;
