@@ -72,7 +72,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic;
 use std::ptr;
 use std::time::{Duration, Instant};
 
@@ -492,11 +492,9 @@ impl Core {
     fn release_slot(&mut self, index: u32) {
         let slot = &mut self.slots[index as usize];
         slot.task_id = 0;
-        // Callers have taken the body or the coroutine out already: these
-        // assignments drop nothing while the core is borrowed.
+        // Callers have taken the body or the coroutine out already, so
+        // nothing is dropped while the core is borrowed.
         debug_assert!(slot.unstarted.is_none() && slot.coroutine.is_none());
-        slot.unstarted = None;
-        slot.coroutine = None;
         slot.yielder = ptr::null();
         if let Some(timer) = slot.park.timer.take() {
             self.timers.remove(timer);
@@ -1006,20 +1004,24 @@ impl Dispatcher {
             coroutine
         };
         // The task body catches every panic of the user's code, so a resume
-        // only unwinds if nimgo itself is broken; keep the loop alive anyway.
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| coroutine.resume(())));
-        let finished = {
+        // only unwinds if nimgo itself is broken. Then the guard still puts
+        // the dispatcher back in order (no `catch_unwind` on the hot path).
+        let guard = ReleaseOnUnwind {
+            dispatcher: self,
+            index,
+        };
+        coroutine.resume(());
+        std::mem::forget(guard);
+        {
             let mut core = self.core.borrow_mut();
             core.current = ROOT;
-            if outcome.is_err() || coroutine.done() {
+            if coroutine.done() {
                 core.release_slot(index);
-                true
             } else {
                 core.slots[index as usize].coroutine = Some(coroutine);
                 return;
             }
-        };
-        debug_assert!(finished);
+        }
         // The stack goes back to the pool here, outside the borrow.
         drop(coroutine);
     }
@@ -1233,6 +1235,22 @@ impl Dispatcher {
         {
             entry.read_waiters.retain(|&queued| queued != waiter);
             entry.write_waiters.retain(|&queued| queued != waiter);
+        }
+    }
+}
+
+/// Restores the dispatcher if a resume unwinds (a bug in nimgo itself: the
+/// task body catches every panic of the user's code).
+struct ReleaseOnUnwind<'a> {
+    dispatcher: &'a Dispatcher,
+    index: u32,
+}
+
+impl Drop for ReleaseOnUnwind<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut core) = self.dispatcher.core.try_borrow_mut() {
+            core.current = ROOT;
+            core.release_slot(self.index);
         }
     }
 }
