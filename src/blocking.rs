@@ -386,13 +386,38 @@ fn current_pool() -> Option<BlockingPool> {
     return None;
 }
 
-/// Runs `function` on the pool and waits for it; re-raises its panic.
-pub(crate) fn run<F, T>(function: F) -> T
+/// Runs `function` on the pool and waits for it; re-raises its panic. A job
+/// the pool did not run (it is shutting down, or no thread could be
+/// started) is an `io::Error`, so file operations report it instead of
+/// panicking.
+pub(crate) fn run<F, T>(function: F) -> io::Result<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    spawn_blocking(function).wait()
+    job_outcome(spawn_blocking(function).join())
+}
+
+/// A pool job's outcome as an `io::Result`: its value, a re-raised panic,
+/// or an error if the pool did not run it.
+pub(crate) fn job_outcome<T>(outcome: Result<T, JoinError>) -> io::Result<T> {
+    match outcome {
+        Ok(value) => Ok(value),
+        Err(JoinError::Panicked(payload)) => panic::resume_unwind(payload),
+        Err(JoinError::Cancelled) => Err(io::Error::other(
+            "nimgo: the blocking pool did not run this operation (it is shutting down, or no \
+             thread could be started)",
+        )),
+    }
+}
+
+/// [`run`] for an operation that itself returns an `io::Result`.
+pub(crate) fn run_io<F, T>(function: F) -> io::Result<T>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    run(function).and_then(|result| result)
 }
 
 #[cfg(all(test, not(loom)))]

@@ -25,7 +25,7 @@ fn on_pool<T: Send + 'static>(
     operation: impl FnOnce(&Path) -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     let path = path.to_path_buf();
-    blocking::run(move || operation(&path).map_err(|error| named(error, &path)))
+    blocking::run_io(move || operation(&path).map_err(|error| named(error, &path)))
 }
 
 /// Reads a whole file (`std::fs::read`).

@@ -4,12 +4,15 @@
 //! # The join hand-off
 //!
 //! A task and its [`GoTask`] share a `JoinState`: a mutex around the
-//! result and at most one waiter. The task, when it ends, stores its result
-//! and takes the waiter under the lock, then wakes it after unlocking. A
-//! joiner takes the result if present, or stores its waker under the same
-//! lock and parks. Either the joiner sees the result, or the task sees the
-//! waker: the join wake-up cannot be lost, whichever thread each side runs
-//! on. `finished` mirrors "result stored" for lock-free `is_finished`.
+//! result and the waiters (the joiner, and any number of [`wait_any`]
+//! callers, each under its own id). The task, when it ends, stores its
+//! result and takes every waiter under the lock, then wakes them after
+//! unlocking. A waiter takes the result if present, or adds its waker under
+//! the same lock and parks; it removes its own entry (by id) when it stops
+//! waiting, normally or by unwinding. Either a waiter sees the result, or
+//! the task sees the waker: the wake-up cannot be lost, whichever thread
+//! each side runs on. `finished` mirrors "result stored" for lock-free
+//! `is_finished`.
 
 use std::any::Any;
 use std::fmt;
@@ -107,9 +110,59 @@ impl From<Elapsed> for io::Error {
     }
 }
 
+/// The wakers waiting for one task, by id. The first one is kept inline:
+/// a task usually has one waiter, and that costs no allocation.
+#[derive(Default)]
+struct Waiters {
+    first: Option<(u64, Waker)>,
+    others: Vec<(u64, Waker)>,
+    next_id: u64,
+}
+
+impl Waiters {
+    fn add(&mut self, waker: Waker) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        if self.first.is_none() {
+            self.first = Some((id, waker));
+        } else {
+            self.others.push((id, waker));
+        }
+        id
+    }
+
+    fn remove(&mut self, id: u64) {
+        if self.first.as_ref().is_some_and(|(first, _)| *first == id) {
+            self.first = None;
+        } else {
+            self.others.retain(|(other, _)| *other != id);
+        }
+    }
+
+    /// Moves every waiter out (ids keep counting here, so a stale id never
+    /// matches a later waiter).
+    fn take_all(&mut self) -> Waiters {
+        Waiters {
+            first: self.first.take(),
+            others: std::mem::take(&mut self.others),
+            next_id: 0,
+        }
+    }
+
+    /// Wakes every waiter (call after the lock is released).
+    fn wake_all(self) {
+        if let Some((_, waker)) = self.first {
+            waker.wake();
+        }
+        for (_, waker) in self.others {
+            waker.wake();
+        }
+    }
+}
+
 struct JoinInner<T> {
     result: Option<Result<T, JoinError>>,
-    waiter: Option<Waker>,
+    waiters: Waiters,
     /// Where the task runs, once a dispatcher has taken it (a runtime task
     /// waits in a queue first; a `spawn_blocking` job never has one).
     location: Option<TaskLocation>,
@@ -136,7 +189,7 @@ impl<T> JoinState<T> {
         Self {
             inner: Mutex::new(JoinInner {
                 result: None,
-                waiter: None,
+                waiters: Waiters::default(),
                 location,
                 cancel_requested: false,
             }),
@@ -157,18 +210,16 @@ impl<T> JoinState<T> {
     /// Like [`complete`](Self::complete), but keeps an earlier result (a
     /// cancel that already completed the handle). Returns whether it stored.
     pub(crate) fn complete_if_pending(&self, result: Result<T, JoinError>) -> bool {
-        let waiter = {
+        let waiters = {
             let mut inner = lock(&self.inner);
             if self.finished.load(Ordering::Acquire) {
                 return false;
             }
             inner.result = Some(result);
             self.finished.store(true, Ordering::Release);
-            inner.waiter.take()
+            inner.waiters.take_all()
         };
-        if let Some(waiter) = waiter {
-            waiter.wake();
-        }
+        waiters.wake_all();
         true
     }
 
@@ -203,74 +254,71 @@ impl<T> JoinState<T> {
         inner.location.clone()
     }
 
-    /// Stores the task's result and wakes its joiner, if any.
+    /// Stores the task's result and wakes its waiters.
     pub(crate) fn complete(&self, result: Result<T, JoinError>) {
-        let waiter = {
+        let waiters = {
             let mut inner = lock(&self.inner);
             inner.result = Some(result);
             self.finished.store(true, Ordering::Release);
-            inner.waiter.take()
+            inner.waiters.take_all()
         };
-        if let Some(waiter) = waiter {
-            waiter.wake();
-        }
+        waiters.wake_all();
     }
 
     pub(crate) fn is_finished(&self) -> bool {
         self.finished.load(Ordering::Acquire)
     }
 
-    /// Takes the result, or registers `waker` to be woken when it arrives.
-    fn poll(&self, waker: impl FnOnce() -> Waker) -> Option<Result<T, JoinError>> {
+    /// Takes the result, or adds `waker` to the waiters and returns its id.
+    fn take_or_wait(&self, waker: impl FnOnce() -> Waker) -> Result<Result<T, JoinError>, u64> {
         let mut inner = lock(&self.inner);
         match inner.result.take() {
-            Some(result) => Some(result),
-            None => {
-                inner.waiter = Some(waker());
-                None
-            }
+            Some(result) => Ok(result),
+            None => Err(inner.waiters.add(waker())),
         }
     }
 
-    /// Registers `waker` unless the task already finished.
-    fn register(&self, waker: &Waker) -> bool {
+    /// Adds `waker` unless the task already finished; returns its id.
+    fn add_waiter(&self, waker: &Waker) -> Option<u64> {
         let mut inner = lock(&self.inner);
-        if inner.result.is_some() {
-            return false;
+        if self.finished.load(Ordering::Acquire) {
+            return None;
         }
-        inner.waiter = Some(waker.clone());
-        true
+        Some(inner.waiters.add(waker.clone()))
     }
 
-    fn unregister(&self) {
-        lock(&self.inner).waiter = None;
+    fn remove_waiter(&self, id: u64) {
+        lock(&self.inner).waiters.remove(id);
     }
 
     /// Waits for the result: parks the caller until the task finishes or
     /// `deadline` passes (`None` on timeout).
     pub(crate) fn join(&self, deadline: Option<Instant>) -> Option<Result<T, JoinError>> {
         loop {
-            if let Some(result) = self.poll(dispatcher::current_waker) {
-                return Some(result);
-            }
-            let guard = UnregisterOnUnwind(self);
+            let id = match self.take_or_wait(dispatcher::current_waker) {
+                Ok(result) => return Some(result),
+                Err(id) => id,
+            };
+            let registered = RemoveWaiter { join: self, id };
             let wakeup = dispatcher::park(deadline);
-            std::mem::forget(guard);
+            drop(registered);
             if wakeup == Wakeup::TimedOut {
-                let mut inner = lock(&self.inner);
-                inner.waiter = None;
-                return inner.result.take();
+                return lock(&self.inner).result.take();
             }
         }
     }
 }
 
-/// Clears the joiner's waker if its park unwinds (cancel, `with_timeout`).
-struct UnregisterOnUnwind<'a, T>(&'a JoinState<T>);
+/// Removes a waiter's entry when it stops waiting, normally or by an unwind
+/// (cancel, `with_timeout`).
+struct RemoveWaiter<'a, T> {
+    join: &'a JoinState<T>,
+    id: u64,
+}
 
-impl<T> Drop for UnregisterOnUnwind<'_, T> {
+impl<T> Drop for RemoveWaiter<'_, T> {
     fn drop(&mut self) {
-        self.0.unregister();
+        self.join.remove_waiter(self.id);
     }
 }
 
@@ -546,6 +594,16 @@ impl<T> GoTask<T> {
         }
     }
 
+    /// Like [`wait_timeout`](Self::wait_timeout), with the task's panic or
+    /// cancellation as a [`JoinError`] instead of re-raised.
+    pub(crate) fn join_timeout(self, timeout: Duration) -> Result<Result<T, JoinError>, GoTask<T>> {
+        let deadline = Instant::now().checked_add(timeout);
+        match self.join.join(deadline) {
+            Some(result) => Ok(result),
+            None => Err(self),
+        }
+    }
+
     /// Whether the task has finished (returned, panicked or been cancelled).
     pub fn is_finished(&self) -> bool {
         self.join.is_finished()
@@ -681,20 +739,37 @@ pub fn wait_any<T>(tasks: &[GoTask<T>]) -> usize {
             return index;
         }
         let waker = dispatcher::current_waker();
-        let guard = UnregisterAll(tasks);
-        if tasks.iter().all(|task| task.join.register(&waker)) {
+        let mut registered = RemoveWaiters {
+            tasks,
+            ids: Vec::with_capacity(tasks.len()),
+        };
+        let mut all_waiting = true;
+        for task in tasks {
+            match task.join.add_waiter(&waker) {
+                Some(id) => registered.ids.push(id),
+                None => {
+                    all_waiting = false;
+                    break;
+                }
+            }
+        }
+        if all_waiting {
             dispatcher::park(None);
         }
-        drop(guard);
+        drop(registered);
     }
 }
 
-struct UnregisterAll<'a, T>(&'a [GoTask<T>]);
+/// Removes the entries a `wait_any` added, however it stops waiting.
+struct RemoveWaiters<'a, T> {
+    tasks: &'a [GoTask<T>],
+    ids: Vec<u64>,
+}
 
-impl<T> Drop for UnregisterAll<'_, T> {
+impl<T> Drop for RemoveWaiters<'_, T> {
     fn drop(&mut self) {
-        for task in self.0 {
-            task.join.unregister();
+        for (task, id) in self.tasks.iter().zip(&self.ids) {
+            task.join.remove_waiter(*id);
         }
     }
 }

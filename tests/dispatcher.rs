@@ -116,3 +116,31 @@ fn cross_thread_wakes_reach_a_sleeping_loop() {
         worker.join().unwrap();
     }
 }
+
+/// Receives from a channel in its destructor.
+struct ReceiveOnDrop(nimgo::GoChannel<u8>);
+
+impl Drop for ReceiveOnDrop {
+    fn drop(&mut self) {
+        assert_eq!(self.0.recv(), Ok(7));
+    }
+}
+
+#[test]
+fn a_nested_park_of_the_root_does_not_swallow_the_outer_wake() {
+    // Cancelling an unstarted task from another thread makes the root's loop
+    // drop its closure, whose destructor parks the root again while the
+    // root is already parked in `wait`.
+    let channel = nimgo::GoChannel::<u8>::bounded(0);
+    let guard = ReceiveOnDrop(channel.clone());
+    let victim = nimgo::go(move || {
+        let _guard = &guard;
+    });
+    std::thread::spawn(move || victim.cancel()).join().unwrap();
+    let sender = nimgo::go(move || {
+        nimgo::sleep(Duration::from_millis(5));
+        channel.send(7).unwrap();
+    });
+    nimgo::go(|| nimgo::sleep(Duration::from_millis(15))).wait();
+    sender.wait();
+}

@@ -392,3 +392,43 @@ fn a_pipe_end_moved_to_another_thread_keeps_working() {
     // The registration dropped on the other thread was handed back here.
     nimgo::yield_now();
 }
+
+#[test]
+fn a_pipe_end_can_come_back_to_a_thread_it_used_before() {
+    use std::io::{Read, Write};
+    let (mut reader, mut writer) = nimgo::pipe().unwrap();
+    let mut byte = [0u8; 1];
+    writer.write_all(b"a").unwrap();
+    reader.read_exact(&mut byte).unwrap();
+    let (mut reader, mut writer) = std::thread::spawn(move || {
+        writer.write_all(b"b").unwrap();
+        reader.read_exact(&mut byte).unwrap();
+        (reader, writer)
+    })
+    .join()
+    .unwrap();
+    // Back on the first thread, whose epoll still holds the descriptor.
+    writer.write_all(b"c").unwrap();
+    reader.read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"c");
+}
+
+#[test]
+fn a_buffered_writer_flushes_while_with_timeout_unwinds() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("nimgo-bufwriter-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("partial.txt");
+    let outcome = nimgo::with_timeout(Duration::from_millis(5), {
+        let path = path.clone();
+        move || {
+            let mut writer = std::io::BufWriter::new(nimgo::GoFile::create(&path).unwrap());
+            writer.write_all(b"partial").unwrap();
+            nimgo::sleep(Duration::from_secs(3600));
+        }
+    });
+    assert!(outcome.is_err());
+    // The flush in the writer's destructor ran to the end.
+    assert_eq!(std::fs::read(&path).unwrap(), b"partial");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

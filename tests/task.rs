@@ -436,3 +436,58 @@ fn go_and_wait_cancels_its_task_when_the_waiter_unwinds() {
         "the inner task was unwound, not left running"
     );
 }
+
+/// Parks in its destructor, as a `BufWriter` flushing to a file does.
+struct SleepOnDrop;
+
+impl Drop for SleepOnDrop {
+    fn drop(&mut self) {
+        nimgo::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_destructor_may_park_while_with_timeout_unwinds() {
+    let outcome = nimgo::with_timeout(Duration::from_millis(5), || {
+        let _parks_when_dropped = SleepOnDrop;
+        nimgo::sleep(Duration::from_secs(3600));
+    });
+    assert!(outcome.is_err());
+}
+
+#[test]
+fn a_destructor_may_park_while_cancel_unwinds() {
+    let task = nimgo::go(|| {
+        let _parks_when_dropped = SleepOnDrop;
+        nimgo::sleep(Duration::from_secs(3600));
+    });
+    nimgo::yield_now();
+    task.cancel();
+    assert!(task.join().unwrap_err().is_cancelled());
+}
+
+#[test]
+fn wait_any_from_two_waiters_wakes_both() {
+    let gate = Rc::new(Cell::new(false));
+    let tasks = Rc::new(vec![nimgo::go({
+        let gate = gate.clone();
+        move || {
+            while !gate.get() {
+                nimgo::sleep(Duration::from_millis(1));
+            }
+        }
+    })]);
+    let first = nimgo::go({
+        let tasks = tasks.clone();
+        move || nimgo::wait_any(&tasks)
+    });
+    let second = nimgo::go({
+        let tasks = tasks.clone();
+        move || nimgo::wait_any(&tasks)
+    });
+    nimgo::yield_now();
+    gate.set(true);
+    assert_eq!(second.wait(), 0);
+    // A lost wake-up would leave the first waiter parked forever.
+    assert_eq!(first.wait(), 0);
+}

@@ -53,8 +53,17 @@
 //! across it. Callers must also tolerate a spurious return and re-check their
 //! condition in a loop.
 //!
+//! A park made while the context is already unwinding (a destructor that
+//! waits, run by a cancel or an expired scope) does not raise the
+//! interruption again, which would abort the process: it waits normally,
+//! unbounded by the expired deadline.
+//!
 //! The root context parks by driving the loop until it is woken, so code
-//! outside any coroutine can wait for tasks of its own thread. A thread with
+//! outside any coroutine can wait for tasks of its own thread. Code the loop
+//! runs on the root's stack (a destructor of a cancelled, unstarted task)
+//! may park the root again: the inner park shares the outer one's epoch,
+//! and whichever returns first consumes the wake-up; the other returns
+//! spuriously and its caller re-checks. A thread with
 //! no dispatcher parks the OS thread on a condition variable instead.
 //!
 //! # Invariants kept here
@@ -739,7 +748,7 @@ impl Dispatcher {
     }
 
     fn park_with(&self, deadline: Option<Instant>, yield_only: bool) -> Wakeup {
-        let (index, yielder) = {
+        let (index, yielder, epoch) = {
             let mut core = self.core.borrow_mut();
             let index = core.current;
             let yielder = if index == ROOT {
@@ -749,6 +758,7 @@ impl Dispatcher {
             };
             let park = core.park_state(index);
             if park.interrupt_pending
+                && !std::thread::panicking()
                 && let Some(payload) = park.interruption()
             {
                 drop(core);
@@ -779,10 +789,10 @@ impl Dispatcher {
                     core.park_state(index).timer = Some(key);
                 }
             }
-            (index, yielder)
+            (index, yielder, epoch)
         };
-        if index == ROOT {
-            self.drive_root();
+        let spurious = if index == ROOT {
+            !self.drive_root(epoch)
         } else {
             // SAFETY: `yielder` was stored by this task's coroutine when it
             // first ran and points at the `Yielder` on that coroutine's own
@@ -790,14 +800,19 @@ impl Dispatcher {
             // means we are executing on that very coroutine right now, so the
             // pointee is alive and this is the only code using it.
             unsafe { &*yielder }.suspend(());
-        }
+            false
+        };
         let mut core = self.core.borrow_mut();
         let park = core.park_state(index);
         if park.interrupt_pending
+            && !std::thread::panicking()
             && let Some(payload) = park.interruption()
         {
             drop(core);
             panic::resume_unwind(payload);
+        }
+        if spurious {
+            return Wakeup::Woken;
         }
         match park.reason {
             WakeReason::TimedOut => Wakeup::TimedOut,
@@ -805,16 +820,23 @@ impl Dispatcher {
         }
     }
 
-    /// The root context is parked: run the loop until it is ready again.
-    fn drive_root(&self) {
+    /// The root context is parked at `epoch`: run the loop until it is ready
+    /// again. Returns `false` if a nested park of the root (code the loop
+    /// ran on this stack, such as a destructor, parked too) consumed the
+    /// wake-up: the caller's park then returns spuriously, and its caller
+    /// re-checks its condition as the protocol requires.
+    fn drive_root(&self, epoch: u64) -> bool {
         loop {
             {
                 let mut core = self.core.borrow_mut();
+                if core.root.epoch != epoch {
+                    return false;
+                }
                 if core.root.run == RunState::Ready {
                     core.root.run = RunState::Running;
                     core.root.epoch += 1;
                     core.root.notified = false;
-                    return;
+                    return true;
                 }
             }
             self.turn(None);
@@ -874,6 +896,15 @@ impl Dispatcher {
         }
         let mut buffer = self.remote_buffer.take();
         self.shared.drain(&mut buffer);
+        self.apply_messages_from(&mut buffer);
+        *self.remote_buffer.borrow_mut() = buffer;
+    }
+
+    fn apply_messages(&self, mut messages: Vec<Remote>) {
+        self.apply_messages_from(&mut messages);
+    }
+
+    fn apply_messages_from(&self, buffer: &mut Vec<Remote>) {
         for message in buffer.drain(..) {
             match message {
                 Remote::Wake { index, epoch } => {
@@ -884,7 +915,6 @@ impl Dispatcher {
                 Remote::ReleaseIo(token) => self.release_io(token),
             }
         }
-        *self.remote_buffer.borrow_mut() = buffer;
     }
 
     fn fire_timers(&self) {
@@ -1049,7 +1079,15 @@ impl Dispatcher {
                     .collect()
             };
             if targets.is_empty() {
-                return;
+                // Nothing live: close the inbox (later pushes are dropped by
+                // their senders, so a job sent now is cancelled, not lost in
+                // a queue nobody reads) and handle what came meanwhile.
+                let leftovers = self.shared.close();
+                if leftovers.is_empty() {
+                    return;
+                }
+                self.apply_messages(leftovers);
+                continue;
             }
             for (index, task_id) in targets {
                 self.cancel(index, task_id);
@@ -1060,9 +1098,20 @@ impl Dispatcher {
                 self.run_task(index);
             }
         }
+        // Tasks that catch their cancellation a thousand times over cannot be
+        // unwound; dropping their coroutines later, while the core itself is
+        // being dropped, would run their guards against a dead dispatcher.
+        // Leak them instead, loudly.
+        let mut core = self.core.borrow_mut();
+        let mut leaked = 0;
+        for slot in core.slots.iter_mut().filter(|slot| slot.task_id != 0) {
+            std::mem::forget(slot.coroutine.take());
+            std::mem::forget(slot.unstarted.take());
+            leaked += 1;
+        }
         eprintln!(
-            "nimgo: dispatcher shut down with {} task(s) that keep catching their cancellation",
-            self.core.borrow().live
+            "nimgo: dispatcher shut down with {leaked} task(s) that keep catching their \
+             cancellation; their stacks are leaked"
         );
     }
 
@@ -1159,12 +1208,18 @@ impl Dispatcher {
             (slot, entry.generation)
         };
         let token = make_token(slot, generation);
-        if let Err(error) = self
-            .poll
-            .borrow()
-            .registry()
-            .register(source, token, interest)
-        {
+        let registry_result = {
+            let poll = self.poll.borrow();
+            match poll.registry().register(source, token, interest) {
+                // Still in this epoll from an earlier registration dropped on
+                // another thread (its descriptor was not closed): take it over.
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                    poll.registry().reregister(source, token, interest)
+                }
+                other => other,
+            }
+        };
+        if let Err(error) = registry_result {
             self.release_io(token);
             return Err(error);
         }

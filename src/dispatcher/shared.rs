@@ -140,9 +140,15 @@ impl Notifier {
     }
 }
 
+/// The queued messages, and whether the dispatcher still takes any.
+struct Inbox {
+    messages: Vec<Remote>,
+    closed: bool,
+}
+
 /// Cross-thread half of a dispatcher. See the [module docs](self).
 pub struct Shared {
-    inbox: Mutex<Vec<Remote>>,
+    inbox: Mutex<Inbox>,
     /// `PENDING | SLEEPING` bits; see the module docs.
     state: AtomicU8,
     notifier: Notifier,
@@ -151,7 +157,10 @@ pub struct Shared {
 impl Shared {
     pub(crate) fn new(notifier: Notifier) -> Self {
         Self {
-            inbox: Mutex::new(Vec::new()),
+            inbox: Mutex::new(Inbox {
+                messages: Vec::new(),
+                closed: false,
+            }),
             state: AtomicU8::new(0),
             notifier,
         }
@@ -159,8 +168,30 @@ impl Shared {
 
     /// Queues `message` and wakes the dispatcher if it is asleep.
     pub(crate) fn push(&self, message: Remote) {
-        lock(&self.inbox).push(message);
-        self.notify();
+        let rejected = {
+            let mut inbox = lock(&self.inbox);
+            if inbox.closed {
+                Some(message)
+            } else {
+                inbox.messages.push(message);
+                None
+            }
+        };
+        match rejected {
+            // The dispatcher is gone: drop the message here, outside the
+            // lock (a queued job's drop cancels its task).
+            Some(message) => drop(message),
+            None => self.notify(),
+        }
+    }
+
+    /// The dispatcher is shutting down for good: later messages are dropped
+    /// by their pushers. Returns the ones still queued.
+    pub(crate) fn close(&self) -> Vec<Remote> {
+        let mut inbox = lock(&self.inbox);
+        inbox.closed = true;
+        self.state.fetch_and(!PENDING, Ordering::SeqCst);
+        std::mem::take(&mut inbox.messages)
     }
 
     /// Wakes the dispatcher if it is asleep, for work that is not in its
@@ -218,7 +249,7 @@ impl Shared {
         let mut inbox = lock(&self.inbox);
         // Cleared under the lock: a push that lands after this sets it again.
         self.state.fetch_and(!PENDING, Ordering::SeqCst);
-        out.append(&mut inbox);
+        out.append(&mut inbox.messages);
     }
 
     /// The notifier, for loom models.

@@ -173,7 +173,7 @@ impl GoFile {
     pub fn with_options(path: impl AsRef<Path>, options: &OpenOptions) -> io::Result<GoFile> {
         let path: PathBuf = path.as_ref().to_path_buf();
         let options = options.clone();
-        let (file, path) = blocking::run(move || {
+        let (file, path) = blocking::run_io(move || {
             let file = options
                 .open(&path)
                 .map_err(|error| with_path(error, &path))?;
@@ -323,7 +323,7 @@ impl GoFile {
     /// ```
     pub fn metadata(&self) -> io::Result<Metadata> {
         let file = self.file().clone();
-        blocking::run(move || file.metadata())
+        blocking::run_io(move || file.metadata())
     }
 
     /// Truncates or extends the file to `size` bytes.
@@ -338,7 +338,7 @@ impl GoFile {
     /// ```
     pub fn set_len(&self, size: u64) -> io::Result<()> {
         let file = self.file().clone();
-        blocking::run(move || file.set_len(size))
+        blocking::run_io(move || file.set_len(size))
     }
 
     /// Flushes data and metadata to the device (`fsync`).
@@ -351,7 +351,7 @@ impl GoFile {
     /// ```
     pub fn sync_all(&self) -> io::Result<()> {
         let file = self.file().clone();
-        blocking::run(move || file.sync_all())
+        blocking::run_io(move || file.sync_all())
     }
 
     /// Drops the file's pages from the page cache (`posix_fadvise
@@ -469,7 +469,7 @@ impl GoFile {
                 // Bytes read ahead belong before the write position.
                 settle_read_ahead(&file, state)?;
                 let owned = data.to_vec();
-                blocking::run(move || (&*file).write(&owned))
+                blocking::run_io(move || (&*file).write(&owned))
             }
             Mode::Dispatcher(_) => {
                 let registration = self.registration_here()?;
@@ -518,9 +518,9 @@ fn pool_read(
             }
         };
         let result = match timeout {
-            None => task.wait(),
-            Some(timeout) => match task.wait_timeout(timeout) {
-                Ok(result) => result,
+            None => blocking::job_outcome(task.join())?,
+            Some(timeout) => match task.join_timeout(timeout) {
+                Ok(outcome) => blocking::job_outcome(outcome)?,
                 Err(task) => {
                     state.pending = Some(task);
                     return Err(io::Error::new(
@@ -544,7 +544,7 @@ fn pool_read(
 /// read ahead but not consumed, so the offset is the caller's position.
 fn settle_read_ahead(file: &Arc<File>, state: &mut PoolState) -> io::Result<()> {
     if let Some(task) = state.pending.take() {
-        let bytes = task.wait()?;
+        let bytes = blocking::job_outcome(task.join())??;
         state.buffer = bytes;
         state.position = 0;
     }
@@ -554,7 +554,7 @@ fn settle_read_ahead(file: &Arc<File>, state: &mut PoolState) -> io::Result<()> 
     if unread > 0 {
         let back = -i64::try_from(unread).map_err(io::Error::other)?;
         let file = file.clone();
-        blocking::run(move || (&*file).seek(SeekFrom::Current(back)))?;
+        blocking::run_io(move || (&*file).seek(SeekFrom::Current(back)))?;
     }
     Ok(())
 }
@@ -579,15 +579,27 @@ impl Read for GoFile {
         buf.extend_from_slice(state.unread());
         state.buffer.clear();
         state.position = 0;
-        // The caller's vector goes to the job and comes back (its heap
-        // block, never the coroutine's stack), so the bytes land in place.
-        let owned = std::mem::take(buf);
+        // An empty vector goes to the job and comes back (its heap block,
+        // never the coroutine's stack), so the bytes land in place. One that
+        // holds bytes stays here, and the job reads into a fresh one: if the
+        // wait is unwound (cancel, `with_timeout`), the caller keeps its
+        // bytes.
+        let lend = buf.is_empty();
+        let owned = if lend {
+            std::mem::take(buf)
+        } else {
+            Vec::new()
+        };
         let (owned, result) = blocking::run(move || {
             let mut owned = owned;
             let result = (&*file).read_to_end(&mut owned);
             (owned, result)
-        });
-        *buf = owned;
+        })?;
+        if lend {
+            *buf = owned;
+        } else {
+            buf.extend_from_slice(&owned);
+        }
         result?;
         Ok(buf.len() - start)
     }
@@ -623,7 +635,7 @@ impl Seek for GoFile {
         let file = self.file().clone();
         if let Mode::Pool(state) = &mut self.mode {
             settle_read_ahead(&file, state)?;
-            return blocking::run(move || (&*file).seek(position));
+            return blocking::run_io(move || (&*file).seek(position));
         }
         (&*file).seek(position)
     }
