@@ -5,10 +5,10 @@
 //!
 //! A task and its [`GoTask`] share a `JoinState`: a mutex around the
 //! result and the waiters (the joiner, and any number of [`wait_any`]
-//! callers, each under its own id). The task, when it ends, stores its
-//! result and takes every waiter under the lock, then wakes them after
-//! unlocking. A waiter takes the result if present, or adds its waker under
-//! the same lock and parks; it removes its own entry (by id) when it stops
+//! callers). The task, when it ends, stores its result and takes every
+//! waiter under the lock, then wakes them after unlocking. A waiter takes
+//! the result if present, or adds its waker under the same lock and parks;
+//! it removes its own entry (its waker is unique among them) when it stops
 //! waiting, normally or by unwinding. Either a waiter sees the result, or
 //! the task sees the waker: the wake-up cannot be lost, whichever thread
 //! each side runs on. `finished` mirrors "result stored" for lock-free
@@ -110,51 +110,49 @@ impl From<Elapsed> for io::Error {
     }
 }
 
-/// The wakers waiting for one task, by id. The first one is kept inline:
-/// a task usually has one waiter, and that costs no allocation.
+/// The wakers waiting for one task. The first is kept inline and any more
+/// (two `wait_any` callers on one task) boxed, so the join state stays small
+/// enough for the allocator's fast bins. A waiter is removed by comparing
+/// wakers: one context parks in one place at a time, so its waker is unique
+/// among the waiters.
 #[derive(Default)]
 struct Waiters {
-    first: Option<(u64, Waker)>,
-    others: Vec<(u64, Waker)>,
-    next_id: u64,
+    first: Option<Waker>,
+    others: Option<Box<Vec<Waker>>>,
 }
 
 impl Waiters {
-    fn add(&mut self, waker: Waker) -> u64 {
-        self.next_id += 1;
-        let id = self.next_id;
+    fn add(&mut self, waker: Waker) {
         if self.first.is_none() {
-            self.first = Some((id, waker));
+            self.first = Some(waker);
         } else {
-            self.others.push((id, waker));
+            self.others.get_or_insert_default().push(waker);
         }
-        id
     }
 
-    fn remove(&mut self, id: u64) {
-        if self.first.as_ref().is_some_and(|(first, _)| *first == id) {
+    fn remove(&mut self, waker: &Waker) {
+        if self
+            .first
+            .as_ref()
+            .is_some_and(|first| first.will_wake(waker))
+        {
             self.first = None;
-        } else {
-            self.others.retain(|(other, _)| *other != id);
+        } else if let Some(others) = &mut self.others {
+            others.retain(|other| !other.will_wake(waker));
         }
     }
 
-    /// Moves every waiter out (ids keep counting here, so a stale id never
-    /// matches a later waiter).
+    /// Moves every waiter out.
     fn take_all(&mut self) -> Waiters {
-        Waiters {
-            first: self.first.take(),
-            others: std::mem::take(&mut self.others),
-            next_id: 0,
-        }
+        std::mem::take(self)
     }
 
     /// Wakes every waiter (call after the lock is released).
     fn wake_all(self) {
-        if let Some((_, waker)) = self.first {
+        if let Some(waker) = self.first {
             waker.wake();
         }
-        for (_, waker) in self.others {
+        for waker in self.others.into_iter().flat_map(|others| *others) {
             waker.wake();
         }
     }
@@ -269,37 +267,41 @@ impl<T> JoinState<T> {
         self.finished.load(Ordering::Acquire)
     }
 
-    /// Takes the result, or adds `waker` to the waiters and returns its id.
-    fn take_or_wait(&self, waker: impl FnOnce() -> Waker) -> Result<Result<T, JoinError>, u64> {
+    /// Takes the result, or adds `waker` to the waiters and gives it back.
+    fn take_or_wait(&self, waker: Waker) -> Result<Result<T, JoinError>, Waker> {
         let mut inner = lock(&self.inner);
         match inner.result.take() {
             Some(result) => Ok(result),
-            None => Err(inner.waiters.add(waker())),
+            None => {
+                inner.waiters.add(waker.clone());
+                Err(waker)
+            }
         }
     }
 
-    /// Adds `waker` unless the task already finished; returns its id.
-    fn add_waiter(&self, waker: &Waker) -> Option<u64> {
+    /// Adds `waker` unless the task already finished.
+    fn add_waiter(&self, waker: &Waker) -> bool {
         let mut inner = lock(&self.inner);
         if self.finished.load(Ordering::Acquire) {
-            return None;
+            return false;
         }
-        Some(inner.waiters.add(waker.clone()))
+        inner.waiters.add(waker.clone());
+        true
     }
 
-    fn remove_waiter(&self, id: u64) {
-        lock(&self.inner).waiters.remove(id);
+    fn remove_waiter(&self, waker: &Waker) {
+        lock(&self.inner).waiters.remove(waker);
     }
 
     /// Waits for the result: parks the caller until the task finishes or
     /// `deadline` passes (`None` on timeout).
     pub(crate) fn join(&self, deadline: Option<Instant>) -> Option<Result<T, JoinError>> {
         loop {
-            let id = match self.take_or_wait(dispatcher::current_waker) {
+            let waker = match self.take_or_wait(dispatcher::current_waker()) {
                 Ok(result) => return Some(result),
-                Err(id) => id,
+                Err(waker) => waker,
             };
-            let registered = RemoveWaiter { join: self, id };
+            let registered = RemoveWaiter { join: self, waker };
             let wakeup = dispatcher::park(deadline);
             drop(registered);
             if wakeup == Wakeup::TimedOut {
@@ -313,12 +315,12 @@ impl<T> JoinState<T> {
 /// (cancel, `with_timeout`).
 struct RemoveWaiter<'a, T> {
     join: &'a JoinState<T>,
-    id: u64,
+    waker: Waker,
 }
 
 impl<T> Drop for RemoveWaiter<'_, T> {
     fn drop(&mut self) {
-        self.join.remove_waiter(self.id);
+        self.join.remove_waiter(&self.waker);
     }
 }
 
@@ -738,19 +740,18 @@ pub fn wait_any<T>(tasks: &[GoTask<T>]) -> usize {
         if let Some(index) = tasks.iter().position(GoTask::is_finished) {
             return index;
         }
-        let waker = dispatcher::current_waker();
         let mut registered = RemoveWaiters {
             tasks,
-            ids: Vec::with_capacity(tasks.len()),
+            waker: dispatcher::current_waker(),
+            count: 0,
         };
         let mut all_waiting = true;
         for task in tasks {
-            match task.join.add_waiter(&waker) {
-                Some(id) => registered.ids.push(id),
-                None => {
-                    all_waiting = false;
-                    break;
-                }
+            if task.join.add_waiter(&registered.waker) {
+                registered.count += 1;
+            } else {
+                all_waiting = false;
+                break;
             }
         }
         if all_waiting {
@@ -763,13 +764,15 @@ pub fn wait_any<T>(tasks: &[GoTask<T>]) -> usize {
 /// Removes the entries a `wait_any` added, however it stops waiting.
 struct RemoveWaiters<'a, T> {
     tasks: &'a [GoTask<T>],
-    ids: Vec<u64>,
+    waker: Waker,
+    /// How many of `tasks` (from the first) hold the waker.
+    count: usize,
 }
 
 impl<T> Drop for RemoveWaiters<'_, T> {
     fn drop(&mut self) {
-        for (task, id) in self.tasks.iter().zip(&self.ids) {
-            task.join.remove_waiter(*id);
+        for task in &self.tasks[..self.count] {
+            task.join.remove_waiter(&self.waker);
         }
     }
 }

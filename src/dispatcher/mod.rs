@@ -200,6 +200,26 @@ impl Waker {
             Self::Thread(parker) => parker.unpark(),
         }
     }
+
+    /// Whether both wakers wake the same park of the same context.
+    pub(crate) fn will_wake(&self, other: &Waker) -> bool {
+        match (self, other) {
+            (
+                Self::Context {
+                    shared: a,
+                    index: i,
+                    epoch: e,
+                },
+                Self::Context {
+                    shared: b,
+                    index: j,
+                    epoch: f,
+                },
+            ) => Arc::ptr_eq(a, b) && i == j && e == f,
+            (Self::Thread(a), Self::Thread(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// Parks a thread that has no dispatcher. A permit, like
