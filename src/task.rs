@@ -118,6 +118,9 @@ impl From<Elapsed> for io::Error {
 #[derive(Default)]
 struct Waiters {
     first: Option<Waker>,
+    // Boxed on purpose: 8 bytes instead of a `Vec`'s 24 in every join state,
+    // for a list that is almost always empty.
+    #[allow(clippy::box_collection)]
     others: Option<Box<Vec<Waker>>>,
 }
 
