@@ -377,14 +377,24 @@ impl<F: FnOnce() -> T, T> TaskBody for Spawned<F, T> {
 
     fn cancel(self: Box<Self>) {
         let Spawned { function, join } = *self;
-        drop(function);
         join.complete(Err(JoinError::Cancelled));
+        drop_quietly(function);
     }
 
     fn fail(self: Box<Self>, message: String) {
         let Spawned { function, join } = *self;
-        drop(function);
         join.complete(Err(JoinError::Panicked(Box::new(message))));
+        drop_quietly(function);
+    }
+}
+
+/// Drops a task's closure that will never run. Its captures' destructors
+/// run on the dispatcher's own loop: a panic there must not escape into the
+/// loop (it would stop a worker and drop the messages queued behind it), so
+/// it is caught and reported; the join handle was completed before.
+fn drop_quietly<F>(function: F) {
+    if panic::catch_unwind(AssertUnwindSafe(move || drop(function))).is_err() {
+        eprintln!("nimgo: a destructor of a cancelled task's closure panicked; ignored");
     }
 }
 
@@ -874,7 +884,10 @@ pub fn with_timeout<R>(timeout: Duration, function: impl FnOnce() -> R) -> Resul
     match outcome {
         Ok(value) => Ok(value),
         Err(payload) => match payload.downcast::<ElapsedUnwind>() {
-            Ok(elapsed) if elapsed.scope == scope => Err(Elapsed(())),
+            Ok(elapsed) if elapsed.scope == scope => {
+                dispatcher::with_current(Dispatcher::interruption_caught);
+                Err(Elapsed(()))
+            }
             Ok(elapsed) => panic::resume_unwind(elapsed),
             Err(payload) => panic::resume_unwind(payload),
         },

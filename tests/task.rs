@@ -491,3 +491,87 @@ fn wait_any_from_two_waiters_wakes_both() {
     // A lost wake-up would leave the first waiter parked forever.
     assert_eq!(first.wait(), 0);
 }
+
+#[test]
+fn one_task_unwinding_does_not_disable_timeouts_of_the_others() {
+    // Task A is cancelled and its destructor parks (waits for `release`);
+    // meanwhile task B's deadline must still fire.
+    let release = Rc::new(Cell::new(false));
+    struct WaitForRelease(Rc<Cell<bool>>);
+    impl Drop for WaitForRelease {
+        fn drop(&mut self) {
+            while !self.0.get() {
+                nimgo::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    let a = nimgo::go({
+        let release = release.clone();
+        move || {
+            let _waits = WaitForRelease(release);
+            nimgo::sleep(Duration::from_secs(3600));
+        }
+    });
+    nimgo::yield_now();
+    a.cancel();
+    nimgo::yield_now(); // A now parks inside its destructor
+    let b = nimgo::go(|| {
+        nimgo::with_timeout(Duration::from_millis(5), || {
+            nimgo::sleep(Duration::from_secs(3600));
+        })
+    });
+    assert!(
+        b.wait().is_err(),
+        "B's deadline fired although A is unwinding"
+    );
+    release.set(true);
+    assert!(a.join().unwrap_err().is_cancelled());
+}
+
+#[test]
+fn a_panicking_capture_of_a_cancelled_task_still_completes_its_join() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("destructor panic");
+        }
+    }
+    let guard = PanicsOnDrop;
+    let task = nimgo::go(move || {
+        let _guard = &guard;
+    });
+    quiet_panics(|| task.cancel());
+    assert!(task.join().unwrap_err().is_cancelled());
+    // The loop goes on.
+    assert_eq!(nimgo::go_and_wait(|| 1), 1);
+}
+
+#[test]
+fn thread_exit_lets_destructors_that_wait_for_timers_finish() {
+    let finished = Arc::new(AtomicUsize::new(0));
+    let handle = std::thread::spawn({
+        let finished = finished.clone();
+        move || {
+            struct SleepsThenCounts(Arc<AtomicUsize>);
+            impl Drop for SleepsThenCounts {
+                fn drop(&mut self) {
+                    nimgo::sleep(Duration::from_millis(5));
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            let guard = SleepsThenCounts(finished);
+            nimgo::go(move || {
+                let _guard = guard;
+                nimgo::sleep(Duration::from_secs(3600));
+            })
+            // The thread exits with the task parked.
+        }
+    });
+    let task = handle.join().unwrap();
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "the destructor's sleep completed"
+    );
+    assert!(task.join().unwrap_err().is_cancelled());
+}

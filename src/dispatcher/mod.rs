@@ -53,10 +53,14 @@
 //! across it. Callers must also tolerate a spurious return and re-check their
 //! condition in a loop.
 //!
-//! A park made while the context is already unwinding (a destructor that
-//! waits, run by a cancel or an expired scope) does not raise the
-//! interruption again, which would abort the process: it waits normally,
-//! unbounded by the expired deadline.
+//! A park made while the context is already unwinding from an interruption
+//! (a destructor that waits, run by a cancel or an expired scope) does not
+//! raise the interruption again, which would abort the process: it waits
+//! normally, unbounded by the expired deadline. The count of such unwinds is
+//! kept per context (`with_timeout` decrements it when it catches its
+//! payload), not read from `std::thread::panicking()`, which every
+//! coroutine of the thread shares. A park inside a destructor run by a
+//! *user* panic of a context that is also being cancelled still aborts.
 //!
 //! The root context parks by driving the loop until it is woken, so code
 //! outside any coroutine can wait for tasks of its own thread. Code the loop
@@ -104,6 +108,10 @@ const WAKER_TOKEN: Token = Token(usize::MAX);
 
 /// Token of the dispatcher's precision timer in its `mio::Poll`.
 const TIMER_TOKEN: Token = Token(usize::MAX - 1);
+
+/// How long a dispatcher's shutdown waits without any task finishing before
+/// it gives up on the tasks left (see `Dispatcher::shutdown`).
+const SHUTDOWN_STALL_LIMIT: Duration = Duration::from_secs(1);
 
 /// How many ready tasks run before the loop looks at I/O and the inbox again.
 const TASKS_PER_TURN: usize = 61;
@@ -322,6 +330,12 @@ struct ParkState {
     /// `cancelled`, or some scope expired: the next park must unwind. Kept
     /// so the hot path tests one flag.
     interrupt_pending: bool,
+    /// Interruption unwinds of this context in flight (raised by a park,
+    /// not yet caught by `with_timeout` or the task's entry). While one is,
+    /// parks made by destructors wait normally instead of raising another
+    /// (a second panic while unwinding aborts the process). Per context:
+    /// the thread's own panic count is shared by every coroutine on it.
+    unwinding: u32,
 }
 
 impl ParkState {
@@ -335,6 +349,7 @@ impl ParkState {
             scopes: Vec::new(),
             cancelled: false,
             interrupt_pending: false,
+            unwinding: 0,
         }
     }
 
@@ -778,9 +793,10 @@ impl Dispatcher {
             };
             let park = core.park_state(index);
             if park.interrupt_pending
-                && !std::thread::panicking()
+                && park.unwinding == 0
                 && let Some(payload) = park.interruption()
             {
+                park.unwinding += 1;
                 drop(core);
                 panic::resume_unwind(payload);
             }
@@ -801,6 +817,16 @@ impl Dispatcher {
                     core.ready.push_back(index);
                 }
             } else {
+                if index == ROOT
+                    && park.run == RunState::Parked
+                    && let Some(outer_timer) = park.timer.take()
+                {
+                    // A nested park of the root (code the loop ran on this
+                    // stack): the outer park's timeout must not fire into
+                    // this one. The outer park returns spuriously anyway.
+                    core.timers.remove(outer_timer);
+                }
+                let park = core.park_state(index);
                 park.run = RunState::Parked;
                 if let Some(deadline) = deadline {
                     let key = core
@@ -825,9 +851,10 @@ impl Dispatcher {
         let mut core = self.core.borrow_mut();
         let park = core.park_state(index);
         if park.interrupt_pending
-            && !std::thread::panicking()
+            && park.unwinding == 0
             && let Some(payload) = park.interruption()
         {
+            park.unwinding += 1;
             drop(core);
             panic::resume_unwind(payload);
         }
@@ -1085,9 +1112,12 @@ impl Dispatcher {
     /// ones until none is left, so every destructor runs.
     fn shutdown(&self) {
         self.shutting_down.set(true);
-        // Each round cancels everything live; tasks spawned by destructors
-        // during the round are cancelled by the next one.
-        for _round in 0..1000 {
+        // Each round cancels everything live, runs what that made ready,
+        // then turns the loop once (timers, I/O, the inbox), so destructors
+        // that wait for a timer, a file or another thread can finish. Tasks
+        // spawned by destructors are cancelled by the next round.
+        let mut last_progress = Instant::now();
+        loop {
             self.apply_remote();
             let targets: Vec<(u32, u64)> = {
                 let core = self.core.borrow();
@@ -1099,9 +1129,9 @@ impl Dispatcher {
                     .collect()
             };
             if targets.is_empty() {
-                // Nothing live: close the inbox (later pushes are dropped by
-                // their senders, so a job sent now is cancelled, not lost in
-                // a queue nobody reads) and handle what came meanwhile.
+                // Nothing live: close the inbox (a job sent from now on is
+                // cancelled by its sender, not lost in a queue nobody reads)
+                // and handle what came meanwhile.
                 let leftovers = self.shared.close();
                 if leftovers.is_empty() {
                     return;
@@ -1109,6 +1139,7 @@ impl Dispatcher {
                 self.apply_messages(leftovers);
                 continue;
             }
+            let live_before = self.core.borrow().live;
             for (index, task_id) in targets {
                 self.cancel(index, task_id);
             }
@@ -1117,11 +1148,20 @@ impl Dispatcher {
                 let Some(index) = next else { break };
                 self.run_task(index);
             }
+            self.turn(Some(Duration::from_millis(1)));
+            if self.core.borrow().live < live_before {
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() > SHUTDOWN_STALL_LIMIT {
+                break;
+            }
         }
-        // Tasks that catch their cancellation a thousand times over cannot be
+        // Tasks that made no progress towards their end for a whole
+        // `SHUTDOWN_STALL_LIMIT` (they catch their cancellation, or their
+        // destructors wait for something that never comes) cannot be
         // unwound; dropping their coroutines later, while the core itself is
         // being dropped, would run their guards against a dead dispatcher.
         // Leak them instead, loudly.
+        drop(self.shared.close());
         let mut core = self.core.borrow_mut();
         let mut leaked = 0;
         for slot in core.slots.iter_mut().filter(|slot| slot.task_id != 0) {
@@ -1130,8 +1170,9 @@ impl Dispatcher {
             leaked += 1;
         }
         eprintln!(
-            "nimgo: dispatcher shut down with {leaked} task(s) that keep catching their \
-             cancellation; their stacks are leaked"
+            "nimgo: dispatcher shut down with {leaked} task(s) that did not finish unwinding \
+             within {SHUTDOWN_STALL_LIMIT:?} (a destructor that never returns, or a task that \
+             catches its cancellation); their stacks are leaked"
         );
     }
 
@@ -1162,6 +1203,15 @@ impl Dispatcher {
             park.refresh_interrupt();
             core.timers.remove(scope.timer);
         }
+    }
+
+    /// The interruption unwind of the running context was caught (by
+    /// `with_timeout`): its parks may raise interruptions again.
+    pub(crate) fn interruption_caught(&self) {
+        let mut core = self.core.borrow_mut();
+        let index = core.current;
+        let park = core.park_state(index);
+        park.unwinding = park.unwinding.saturating_sub(1);
     }
 
     /// Parks until every other task of this dispatcher has finished (or is

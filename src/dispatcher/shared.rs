@@ -170,7 +170,9 @@ impl Shared {
     pub(crate) fn push(&self, message: Remote) {
         let rejected = {
             let mut inbox = lock(&self.inbox);
-            if inbox.closed {
+            if inbox.closed && matches!(message, Remote::Spawn(_)) {
+                // No task can start any more; wakes, cancels and releases
+                // are still taken (the root may still be parked).
                 Some(message)
             } else {
                 inbox.messages.push(message);
@@ -185,8 +187,9 @@ impl Shared {
         }
     }
 
-    /// The dispatcher is shutting down for good: later messages are dropped
-    /// by their pushers. Returns the ones still queued.
+    /// The dispatcher is shutting down for good: later `Spawn` messages are
+    /// dropped by their pushers (their jobs are cancelled). Returns the
+    /// messages still queued.
     pub(crate) fn close(&self) -> Vec<Remote> {
         let mut inbox = lock(&self.inbox);
         inbox.closed = true;
