@@ -12,12 +12,30 @@
 
 use std::fs::{self, DirEntry, Metadata};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::blocking;
 
 fn named(error: io::Error, path: &Path) -> io::Error {
     io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+}
+
+/// Runs a two-path operation on the pool; an error names both paths once
+/// (`from -> to: ...`).
+fn on_pool_two<T: Send + 'static>(
+    from: &Path,
+    to: &Path,
+    operation: impl FnOnce(&Path, &Path) -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let (from, to) = (from.to_path_buf(), to.to_path_buf());
+    blocking::run_io(move || {
+        operation(&from, &to).map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("{} -> {}: {error}", from.display(), to.display()),
+            )
+        })
+    })
 }
 
 fn on_pool<T: Send + 'static>(
@@ -75,10 +93,7 @@ pub fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<(
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn copy(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<u64> {
-    let to: PathBuf = to.as_ref().to_path_buf();
-    on_pool(from.as_ref(), move |from| {
-        fs::copy(from, &to).map_err(|error| named(error, &to))
-    })
+    on_pool_two(from.as_ref(), to.as_ref(), |from, to| fs::copy(from, to))
 }
 
 /// A path's metadata, following symbolic links (`std::fs::metadata`).
@@ -136,8 +151,5 @@ pub fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
-    let to: PathBuf = to.as_ref().to_path_buf();
-    on_pool(from.as_ref(), move |from| {
-        fs::rename(from, &to).map_err(|error| named(error, &to))
-    })
+    on_pool_two(from.as_ref(), to.as_ref(), |from, to| fs::rename(from, to))
 }

@@ -432,3 +432,48 @@ fn a_buffered_writer_flushes_while_with_timeout_unwinds() {
     assert_eq!(std::fs::read(&path).unwrap(), b"partial");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn copy_and_rename_errors_name_both_paths_once() {
+    let dir = std::env::temp_dir().join(format!("nimgo-copy-errors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing.txt");
+    let target = dir.join("target.txt");
+    let error = nimgo::fs::copy(&missing, &target).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!("{} -> {}: ", missing.display(), target.display())),
+        "{text}"
+    );
+    let error = nimgo::fs::rename(&missing, &target).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn dropping_a_file_gives_back_the_bytes_it_read_ahead() {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let dir = std::env::temp_dir().join(format!("nimgo-read-ahead-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shared-offset.txt");
+    std::fs::write(&path, b"0123456789").unwrap();
+    let mut original = std::fs::File::open(&path).unwrap();
+    // A second descriptor for the same open file description, as a child
+    // process's redirected stdin shares its parent's.
+    let shared = original.as_fd().try_clone_to_owned().unwrap();
+    {
+        let mut file = nimgo::GoFile::from_fd(shared).unwrap();
+        let mut first = [0u8; 3];
+        file.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"012");
+    }
+    let mut rest = String::new();
+    original.read_to_string(&mut rest).unwrap();
+    assert_eq!(
+        rest, "3456789",
+        "the read-ahead went back to the shared offset"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

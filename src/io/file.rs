@@ -385,6 +385,7 @@ impl GoFile {
             let _ = pending.join();
         }
         self.deregister();
+        self.give_back_read_ahead();
         match self.file.take().map(Arc::try_unwrap) {
             Some(Ok(file)) => sys::close(OwnedFd::from(file)),
             // A cancelled pool job still holds it; it closes when done.
@@ -397,6 +398,24 @@ impl GoFile {
         match &self.file {
             Some(file) => file,
             None => unreachable!("GoFile used after close took its file"),
+        }
+    }
+
+    /// Moves the offset back over bytes read ahead and not consumed: the
+    /// offset may be shared (standard input redirected from a file, a
+    /// descriptor inherited by another process), and whoever reads next
+    /// must find them. `lseek` on a regular file does not block, so it runs
+    /// on the caller's thread. A read still in flight (after a timeout)
+    /// moves the offset later and cannot be undone.
+    fn give_back_read_ahead(&mut self) {
+        if let (Mode::Pool(state), Some(file)) = (&mut self.mode, &self.file)
+            && state.pending.is_none()
+            && let Ok(unread) = i64::try_from(state.unread().len())
+            && unread > 0
+        {
+            let _ = (&**file).seek(SeekFrom::Current(-unread));
+            state.buffer.clear();
+            state.position = 0;
         }
     }
 
@@ -656,6 +675,7 @@ impl AsRawFd for GoFile {
 impl Drop for GoFile {
     fn drop(&mut self) {
         self.deregister();
+        self.give_back_read_ahead();
     }
 }
 
