@@ -140,8 +140,12 @@ impl Waiters {
             .is_some_and(|first| first.will_wake(waker))
         {
             self.first = None;
-        } else if let Some(others) = &mut self.others {
-            others.retain(|other| !other.will_wake(waker));
+        } else if let Some(others) = &mut self.others
+            && let Some(position) = others.iter().position(|other| other.will_wake(waker))
+        {
+            // One entry only: equal wakers wake the same thing, and nested
+            // parks of the root can hold two.
+            others.swap_remove(position);
         }
     }
 
@@ -884,10 +888,7 @@ pub fn with_timeout<R>(timeout: Duration, function: impl FnOnce() -> R) -> Resul
     match outcome {
         Ok(value) => Ok(value),
         Err(payload) => match payload.downcast::<ElapsedUnwind>() {
-            Ok(elapsed) if elapsed.scope == scope => {
-                dispatcher::with_current(Dispatcher::interruption_caught);
-                Err(Elapsed(()))
-            }
+            Ok(elapsed) if elapsed.scope == scope => Err(Elapsed(())),
             Ok(elapsed) => panic::resume_unwind(elapsed),
             Err(payload) => panic::resume_unwind(payload),
         },

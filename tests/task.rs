@@ -575,3 +575,107 @@ fn thread_exit_lets_destructors_that_wait_for_timers_finish() {
     );
     assert!(task.join().unwrap_err().is_cancelled());
 }
+
+#[test]
+fn a_swallowed_interruption_does_not_disable_later_deadlines() {
+    // User code catches the unwind of an expired scope itself...
+    let swallowed = nimgo::with_timeout(Duration::from_millis(2), || {
+        let _ = std::panic::catch_unwind(|| nimgo::sleep(Duration::from_secs(3600)));
+        7
+    });
+    assert_eq!(swallowed, Ok(7));
+    // ...and the next deadline on this context still fires.
+    let later = nimgo::with_timeout(Duration::from_millis(2), || {
+        nimgo::sleep(Duration::from_secs(3600));
+    });
+    assert!(later.is_err());
+}
+
+#[test]
+fn a_task_that_swallows_its_cancel_is_cancelled_at_its_next_park() {
+    let task = nimgo::go(|| {
+        let _ = std::panic::catch_unwind(|| nimgo::sleep(Duration::from_secs(3600)));
+        nimgo::sleep(Duration::from_secs(3600));
+        "ran to completion"
+    });
+    nimgo::yield_now();
+    task.cancel();
+    assert!(task.join().unwrap_err().is_cancelled());
+}
+
+#[test]
+fn a_user_panic_in_a_timed_out_scope_with_a_parking_destructor_does_not_abort() {
+    const TEST: &str = "a_user_panic_in_a_timed_out_scope_with_a_parking_destructor_does_not_abort";
+    if util::child_scenario().as_deref() == Some("panic-in-expired-scope") {
+        let task = nimgo::go(|| {
+            nimgo::with_timeout(Duration::from_millis(2), || {
+                let _parks_when_dropped = SleepOnDrop;
+                let start = std::time::Instant::now();
+                while start.elapsed() < Duration::from_millis(10) {
+                    std::hint::spin_loop();
+                }
+                panic!("user panic");
+            })
+        });
+        let error = quiet_panics(|| task.join()).unwrap_err();
+        println!("JOINED {error}");
+        return;
+    }
+    if util::child_scenario().is_some() {
+        return;
+    }
+    let output = util::run_child(TEST, "panic-in-expired-scope", &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the child aborted: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("JOINED task panicked: user panic"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn shutdown_runs_timers_while_another_destructor_keeps_yielding() {
+    let done = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let flag = Rc::new(Cell::new(false));
+            struct YieldsUntil(Rc<Cell<bool>>, Arc<AtomicUsize>);
+            impl Drop for YieldsUntil {
+                fn drop(&mut self) {
+                    while !self.0.get() {
+                        nimgo::yield_now();
+                    }
+                    self.1.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            struct SleepsThenSets(Rc<Cell<bool>>, Arc<AtomicUsize>);
+            impl Drop for SleepsThenSets {
+                fn drop(&mut self) {
+                    nimgo::sleep(Duration::from_millis(2));
+                    self.0.set(true);
+                    self.1.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            let first = YieldsUntil(flag.clone(), done.clone());
+            let second = SleepsThenSets(flag, done);
+            nimgo::go(move || {
+                let _first = first;
+                nimgo::sleep(Duration::from_secs(3600));
+            });
+            nimgo::go(move || {
+                let _second = second;
+                nimgo::sleep(Duration::from_secs(3600));
+            });
+            nimgo::yield_now();
+            // The thread exits with both tasks parked.
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(done.load(Ordering::SeqCst), 2, "both destructors finished");
+}

@@ -57,10 +57,12 @@
 //! (a destructor that waits, run by a cancel or an expired scope) does not
 //! raise the interruption again, which would abort the process: it waits
 //! normally, unbounded by the expired deadline. The count of such unwinds is
-//! kept per context (`with_timeout` decrements it when it catches its
-//! payload), not read from `std::thread::panicking()`, which every
-//! coroutine of the thread shares. A park inside a destructor run by a
-//! *user* panic of a context that is also being cancelled still aborts.
+//! kept per context: raising one increments it, and dropping the payload
+//! (wherever it is caught, even by user code that swallows it) decrements
+//! it, so the next park interrupts again. A park in a destructor run by a
+//! *user* panic is not interrupted either: `std::thread::panicking()` is
+//! trusted for that when no other context of the thread is suspended
+//! mid-panic (the panic count is one per thread, shared by its coroutines).
 //!
 //! The root context parks by driving the loop until it is woken, so code
 //! outside any coroutine can wait for tasks of its own thread. Code the loop
@@ -128,11 +130,61 @@ pub enum Wakeup {
 }
 
 /// Panic payload that unwinds a cancelled task from its park point.
-pub(crate) struct CancelUnwind;
+pub(crate) struct CancelUnwind {
+    owner: UnwindOwner,
+}
 
 /// Panic payload that unwinds a context to its expired `with_timeout` scope.
 pub(crate) struct ElapsedUnwind {
     pub(crate) scope: u64,
+    owner: UnwindOwner,
+}
+
+/// The context an interruption payload was raised in. While the payload
+/// exists the unwind is in flight; dropping it (wherever it is caught:
+/// `with_timeout`, the task's entry, or user code that swallows it) ends
+/// the context's `unwinding` count, so the next park interrupts again.
+#[derive(Clone, Copy)]
+struct UnwindOwner {
+    /// The dispatcher's `Shared` address, compared, never dereferenced.
+    dispatcher: usize,
+    index: u32,
+    /// The slot's occupant (0 for the root).
+    task_id: u64,
+}
+
+impl UnwindOwner {
+    fn release(&self) {
+        with_current(|dispatcher| {
+            if Arc::as_ptr(&dispatcher.shared) as usize != self.dispatcher {
+                return;
+            }
+            let Ok(mut core) = dispatcher.core.try_borrow_mut() else {
+                return;
+            };
+            let same_occupant = self.index == ROOT
+                || core
+                    .slots
+                    .get(self.index as usize)
+                    .is_some_and(|slot| slot.task_id == self.task_id);
+            if same_occupant {
+                let park = core.park_state(self.index);
+                park.unwinding = park.unwinding.saturating_sub(1);
+            }
+        });
+    }
+}
+
+impl Drop for CancelUnwind {
+    fn drop(&mut self) {
+        self.owner.release();
+    }
+}
+
+impl Drop for ElapsedUnwind {
+    fn drop(&mut self) {
+        self.owner.release();
+    }
 }
 
 /// The body of a task, type-erased: run it, or cancel it before it starts.
@@ -360,17 +412,19 @@ impl ParkState {
 
     /// What must interrupt this context now, if anything: cancellation, or
     /// the outermost expired scope.
-    fn interruption(&self) -> Option<Box<dyn Any + Send>> {
+    fn interruption(&self, owner: UnwindOwner) -> Option<Box<dyn Any + Send>> {
         if !self.interrupt_pending {
             return None;
         }
         if self.cancelled {
-            return Some(Box::new(CancelUnwind));
+            return Some(Box::new(CancelUnwind { owner }));
         }
-        self.scopes
-            .iter()
-            .find(|scope| scope.expired)
-            .map(|scope| Box::new(ElapsedUnwind { scope: scope.id }) as Box<dyn Any + Send>)
+        self.scopes.iter().find(|scope| scope.expired).map(|scope| {
+            Box::new(ElapsedUnwind {
+                scope: scope.id,
+                owner,
+            }) as Box<dyn Any + Send>
+        })
     }
 }
 
@@ -417,6 +471,9 @@ struct Core {
     idle_waiters: Vec<(u32, u64)>,
     /// I/O waiters parked (for deadlock detection).
     io_waiters: usize,
+    /// Contexts suspended (parked) while the thread was panicking: while
+    /// any is, `std::thread::panicking()` says nothing about the running one.
+    suspended_in_panic: usize,
 }
 
 impl Core {
@@ -674,6 +731,7 @@ impl Dispatcher {
                 next_scope_id: 0,
                 idle_waiters: Vec::new(),
                 io_waiters: 0,
+                suspended_in_panic: 0,
             }),
             poll: RefCell::new(poll),
             precision_timer,
@@ -743,7 +801,7 @@ impl Dispatcher {
         };
         if let Some((body, stack)) = body {
             drop(stack);
-            body.cancel();
+            self.without_interruptions(|| body.cancel());
         }
     }
 
@@ -783,18 +841,26 @@ impl Dispatcher {
     }
 
     fn park_with(&self, deadline: Option<Instant>, yield_only: bool) -> Wakeup {
+        // A panic of this very context is unwinding if the thread panics and
+        // no other context was suspended mid-panic (the panic count is one
+        // per thread, shared by every coroutine on it).
+        let in_panic = std::thread::panicking();
         let (index, yielder, epoch) = {
             let mut core = self.core.borrow_mut();
             let index = core.current;
-            let yielder = if index == ROOT {
-                ptr::null()
+            let (yielder, task_id) = if index == ROOT {
+                (ptr::null(), 0)
             } else {
-                core.slots[index as usize].yielder
+                let slot = &core.slots[index as usize];
+                (slot.yielder, slot.task_id)
             };
+            let own_panic = in_panic && core.suspended_in_panic == 0;
+            let owner = self.unwind_owner(index, task_id);
             let park = core.park_state(index);
             if park.interrupt_pending
                 && park.unwinding == 0
-                && let Some(payload) = park.interruption()
+                && !own_panic
+                && let Some(payload) = park.interruption(owner)
             {
                 park.unwinding += 1;
                 drop(core);
@@ -803,10 +869,12 @@ impl Dispatcher {
             if park.notified && !yield_only {
                 park.notified = false;
                 park.epoch += 1;
+                park.run = RunState::Running;
                 return Wakeup::Woken;
             }
             if !yield_only && deadline.is_some_and(|deadline| deadline <= Instant::now()) {
                 park.epoch += 1;
+                park.run = RunState::Running;
                 return Wakeup::TimedOut;
             }
             let epoch = park.epoch;
@@ -835,6 +903,9 @@ impl Dispatcher {
                     core.park_state(index).timer = Some(key);
                 }
             }
+            if in_panic {
+                core.suspended_in_panic += 1;
+            }
             (index, yielder, epoch)
         };
         let spurious = if index == ROOT {
@@ -849,10 +920,21 @@ impl Dispatcher {
             false
         };
         let mut core = self.core.borrow_mut();
+        if in_panic {
+            core.suspended_in_panic -= 1;
+        }
+        let own_panic = in_panic && core.suspended_in_panic == 0;
+        let task_id = if index == ROOT {
+            0
+        } else {
+            core.slots[index as usize].task_id
+        };
+        let owner = self.unwind_owner(index, task_id);
         let park = core.park_state(index);
         if park.interrupt_pending
             && park.unwinding == 0
-            && let Some(payload) = park.interruption()
+            && !own_panic
+            && let Some(payload) = park.interruption(owner)
         {
             park.unwinding += 1;
             drop(core);
@@ -1143,11 +1225,9 @@ impl Dispatcher {
             for (index, task_id) in targets {
                 self.cancel(index, task_id);
             }
-            loop {
-                let next = self.core.borrow_mut().ready.pop_front();
-                let Some(index) = next else { break };
-                self.run_task(index);
-            }
+            // One bounded turn (at most a batch of tasks, cut short by a due
+            // timer): a task that keeps itself ready cannot starve timers,
+            // I/O or the stall check.
             self.turn(Some(Duration::from_millis(1)));
             if self.core.borrow().live < live_before {
                 last_progress = Instant::now();
@@ -1205,13 +1285,36 @@ impl Dispatcher {
         }
     }
 
-    /// The interruption unwind of the running context was caught (by
-    /// `with_timeout`): its parks may raise interruptions again.
-    pub(crate) fn interruption_caught(&self) {
-        let mut core = self.core.borrow_mut();
-        let index = core.current;
-        let park = core.park_state(index);
-        park.unwinding = park.unwinding.saturating_sub(1);
+    fn unwind_owner(&self, index: u32, task_id: u64) -> UnwindOwner {
+        UnwindOwner {
+            dispatcher: Arc::as_ptr(&self.shared) as usize,
+            index,
+            task_id,
+        }
+    }
+
+    /// Runs `f` (destructors of a cancelled task's closure, on the running
+    /// context's stack) with interruptions of the running context held
+    /// back: an expired deadline of the caller must not cut those
+    /// destructors short.
+    fn without_interruptions<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Restore<'a>(&'a Dispatcher, u32);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                if let Ok(mut core) = self.0.core.try_borrow_mut() {
+                    let park = core.park_state(self.1);
+                    park.unwinding = park.unwinding.saturating_sub(1);
+                }
+            }
+        }
+        let index = {
+            let mut core = self.core.borrow_mut();
+            let index = core.current;
+            core.park_state(index).unwinding += 1;
+            index
+        };
+        let _restore = Restore(self, index);
+        f()
     }
 
     /// Parks until every other task of this dispatcher has finished (or is

@@ -381,8 +381,12 @@ impl GoFile {
     pub fn close(mut self) -> io::Result<()> {
         if let Mode::Pool(state) = &mut self.mode
             && let Some(pending) = state.pending.take()
+            && let Ok(Ok(bytes)) = pending.join()
         {
-            let _ = pending.join();
+            // A read left running by a timeout: its bytes become read-ahead,
+            // which `give_back_read_ahead` returns to the shared offset.
+            state.buffer = bytes;
+            state.position = 0;
         }
         self.deregister();
         self.give_back_read_ahead();
