@@ -679,3 +679,73 @@ fn shutdown_runs_timers_while_another_destructor_keeps_yielding() {
     .unwrap();
     assert_eq!(done.load(Ordering::SeqCst), 2, "both destructors finished");
 }
+
+#[test]
+fn an_interruption_payload_dropped_on_another_thread_ends_the_unwind() {
+    nimgo::go_and_wait(|| {
+        let outcome = nimgo::with_timeout(Duration::from_millis(2), || {
+            let payload =
+                std::panic::catch_unwind(|| nimgo::sleep(Duration::from_secs(3600))).unwrap_err();
+            // The payload leaves the thread and is dropped there.
+            let payload = std::sync::Mutex::new(Some(payload));
+            std::thread::scope(|scope| {
+                scope.spawn(|| drop(payload.lock().unwrap().take()));
+            });
+            // The deadline has passed: this park must still be interrupted.
+            nimgo::sleep(Duration::from_secs(3600));
+        });
+        assert!(outcome.is_err());
+        // And later deadlines of this task still fire.
+        let later = nimgo::with_timeout(Duration::from_millis(2), || {
+            nimgo::sleep(Duration::from_secs(3600))
+        });
+        assert!(later.is_err());
+    });
+}
+
+#[test]
+fn a_task_parked_during_another_panic_does_not_confuse_later_panics() {
+    const TEST: &str = "a_task_parked_during_another_panic_does_not_confuse_later_panics";
+    if util::child_scenario().as_deref() == Some("stale-panic") {
+        struct SleepsOnDrop(u64);
+        impl Drop for SleepsOnDrop {
+            fn drop(&mut self) {
+                nimgo::sleep(Duration::from_millis(self.0));
+            }
+        }
+        quiet_panics(|| {
+            // A panics; its destructor sleeps while B parks.
+            let a = nimgo::go(|| {
+                let _slow = SleepsOnDrop(10);
+                panic!("first panic");
+            });
+            let b = nimgo::go(|| nimgo::sleep(Duration::from_millis(200)));
+            assert!(a.join().unwrap_err().is_panic());
+            // C panics inside an expired scope; its destructor parks.
+            let c = nimgo::go(|| {
+                nimgo::with_timeout(Duration::from_millis(1), || {
+                    let _parks = SleepsOnDrop(20);
+                    let start = std::time::Instant::now();
+                    while start.elapsed() < Duration::from_millis(5) {
+                        std::hint::spin_loop();
+                    }
+                    panic!("second panic");
+                })
+            });
+            assert!(c.join().unwrap_err().is_panic());
+            b.wait();
+        });
+        println!("SURVIVED");
+        return;
+    }
+    if util::child_scenario().is_some() {
+        return;
+    }
+    let output = util::run_child(TEST, "stale-panic", &[]);
+    assert!(
+        output.status.success(),
+        "the child aborted: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("SURVIVED"));
+}

@@ -59,10 +59,15 @@
 //! normally, unbounded by the expired deadline. The count of such unwinds is
 //! kept per context: raising one increments it, and dropping the payload
 //! (wherever it is caught, even by user code that swallows it) decrements
-//! it, so the next park interrupts again. A park in a destructor run by a
-//! *user* panic is not interrupted either: `std::thread::panicking()` is
-//! trusted for that when no other context of the thread is suspended
-//! mid-panic (the panic count is one per thread, shared by its coroutines).
+//! it, on whatever thread, so the next park interrupts again (a context
+//! parked meanwhile is interrupted at once). A park in a destructor run by
+//! a *user* panic is not interrupted either. `std::thread::panicking()` is
+//! one flag per thread, shared by its coroutines, so the dispatcher counts
+//! the contexts whose own panic is in flight while they are suspended (a
+//! context that parks while the thread panics and none is counted yet is
+//! the one panicking): the flag is trusted only while that count is zero.
+//! Two contexts mid-panic at once remain ambiguous; the second one's
+//! destructors may then be interrupted, which aborts.
 //!
 //! The root context parks by driving the loop until it is woken, so code
 //! outside any coroutine can wait for tasks of its own thread. Code the loop
@@ -144,10 +149,8 @@ pub(crate) struct ElapsedUnwind {
 /// exists the unwind is in flight; dropping it (wherever it is caught:
 /// `with_timeout`, the task's entry, or user code that swallows it) ends
 /// the context's `unwinding` count, so the next park interrupts again.
-#[derive(Clone, Copy)]
 struct UnwindOwner {
-    /// The dispatcher's `Shared` address, compared, never dereferenced.
-    dispatcher: usize,
+    shared: Arc<Shared>,
     index: u32,
     /// The slot's occupant (0 for the root).
     task_id: u64,
@@ -155,23 +158,24 @@ struct UnwindOwner {
 
 impl UnwindOwner {
     fn release(&self) {
-        with_current(|dispatcher| {
-            if Arc::as_ptr(&dispatcher.shared) as usize != self.dispatcher {
-                return;
+        let done_here = with_current(|dispatcher| {
+            if !Arc::ptr_eq(&dispatcher.shared, &self.shared) {
+                return false;
             }
             let Ok(mut core) = dispatcher.core.try_borrow_mut() else {
-                return;
+                return false;
             };
-            let same_occupant = self.index == ROOT
-                || core
-                    .slots
-                    .get(self.index as usize)
-                    .is_some_and(|slot| slot.task_id == self.task_id);
-            if same_occupant {
-                let park = core.park_state(self.index);
-                park.unwinding = park.unwinding.saturating_sub(1);
-            }
+            core.end_unwind(self.index, self.task_id);
+            true
         });
+        if done_here != Some(true) {
+            // Dropped on another thread, or while the loop is busy: the
+            // owner ends the unwind on its next turn.
+            self.shared.push(Remote::UnwindEnded {
+                index: self.index,
+                task_id: self.task_id,
+            });
+        }
     }
 }
 
@@ -471,9 +475,11 @@ struct Core {
     idle_waiters: Vec<(u32, u64)>,
     /// I/O waiters parked (for deadlock detection).
     io_waiters: usize,
-    /// Contexts suspended (parked) while the thread was panicking: while
-    /// any is, `std::thread::panicking()` says nothing about the running one.
-    suspended_in_panic: usize,
+    /// Contexts whose own panic is unwinding while they are suspended (or,
+    /// for the root, while it runs the loop). `std::thread::panicking()` is
+    /// one flag per thread: while this is non-zero it says nothing about
+    /// the running context, which may then be interrupted.
+    panicking_elsewhere: usize,
 }
 
 impl Core {
@@ -608,6 +614,25 @@ impl Core {
         self.check_idle();
     }
 
+    /// An interruption payload of context `index` was dropped: its unwind is
+    /// over. If an interruption is still pending and the context parked
+    /// meanwhile, interrupt it now.
+    fn end_unwind(&mut self, index: u32, task_id: u64) {
+        let same_occupant = index == ROOT
+            || self
+                .slots
+                .get(index as usize)
+                .is_some_and(|slot| slot.task_id == task_id);
+        if !same_occupant {
+            return;
+        }
+        let park = self.park_state(index);
+        park.unwinding = park.unwinding.saturating_sub(1);
+        if park.unwinding == 0 && park.interrupt_pending {
+            self.interrupt(index);
+        }
+    }
+
     fn check_idle(&mut self) {
         if !self.idle_waiters.is_empty() && self.live <= self.idle_waiters.len() {
             for (index, epoch) in std::mem::take(&mut self.idle_waiters) {
@@ -731,7 +756,7 @@ impl Dispatcher {
                 next_scope_id: 0,
                 idle_waiters: Vec::new(),
                 io_waiters: 0,
-                suspended_in_panic: 0,
+                panicking_elsewhere: 0,
             }),
             poll: RefCell::new(poll),
             precision_timer,
@@ -841,10 +866,6 @@ impl Dispatcher {
     }
 
     fn park_with(&self, deadline: Option<Instant>, yield_only: bool) -> Wakeup {
-        // A panic of this very context is unwinding if the thread panics and
-        // no other context was suspended mid-panic (the panic count is one
-        // per thread, shared by every coroutine on it).
-        let in_panic = std::thread::panicking();
         let (index, yielder, epoch) = {
             let mut core = self.core.borrow_mut();
             let index = core.current;
@@ -854,18 +875,11 @@ impl Dispatcher {
                 let slot = &core.slots[index as usize];
                 (slot.yielder, slot.task_id)
             };
-            let own_panic = in_panic && core.suspended_in_panic == 0;
-            let owner = self.unwind_owner(index, task_id);
-            let park = core.park_state(index);
-            if park.interrupt_pending
-                && park.unwinding == 0
-                && !own_panic
-                && let Some(payload) = park.interruption(owner)
-            {
-                park.unwinding += 1;
+            if let Some(payload) = self.take_interruption(&mut core, index, task_id) {
                 drop(core);
                 panic::resume_unwind(payload);
             }
+            let park = core.park_state(index);
             if park.notified && !yield_only {
                 park.notified = false;
                 park.epoch += 1;
@@ -903,11 +917,9 @@ impl Dispatcher {
                     core.park_state(index).timer = Some(key);
                 }
             }
-            if in_panic {
-                core.suspended_in_panic += 1;
-            }
             (index, yielder, epoch)
         };
+        let counted = self.begin_panicking_elsewhere();
         let spurious = if index == ROOT {
             !self.drive_root(epoch)
         } else {
@@ -919,27 +931,18 @@ impl Dispatcher {
             unsafe { &*yielder }.suspend(());
             false
         };
+        self.end_panicking_elsewhere(counted);
         let mut core = self.core.borrow_mut();
-        if in_panic {
-            core.suspended_in_panic -= 1;
-        }
-        let own_panic = in_panic && core.suspended_in_panic == 0;
         let task_id = if index == ROOT {
             0
         } else {
             core.slots[index as usize].task_id
         };
-        let owner = self.unwind_owner(index, task_id);
-        let park = core.park_state(index);
-        if park.interrupt_pending
-            && park.unwinding == 0
-            && !own_panic
-            && let Some(payload) = park.interruption(owner)
-        {
-            park.unwinding += 1;
+        if let Some(payload) = self.take_interruption(&mut core, index, task_id) {
             drop(core);
             panic::resume_unwind(payload);
         }
+        let park = core.park_state(index);
         if spurious {
             return Wakeup::Woken;
         }
@@ -977,6 +980,17 @@ impl Dispatcher {
     /// the next timer, only if nothing is runnable). Returns whether any
     /// task ran.
     pub(crate) fn turn(&self, timeout: Option<Duration>) -> bool {
+        // The root running the loop while its own panic unwinds (a
+        // destructor that waits for tasks) is, for those tasks, a context
+        // panicking elsewhere.
+        let root = self.core.borrow().current == ROOT;
+        let counted = root && self.begin_panicking_elsewhere();
+        let ran = self.turn_inner(timeout);
+        self.end_panicking_elsewhere(counted);
+        ran
+    }
+
+    fn turn_inner(&self, timeout: Option<Duration>) -> bool {
         self.apply_remote();
         self.fire_timers();
         // A timer that falls due during the batch ends it early, so a slow
@@ -1042,6 +1056,9 @@ impl Dispatcher {
                 Remote::Cancel { index, task_id } => self.cancel(index, task_id),
                 Remote::Spawn(start) => start(),
                 Remote::ReleaseIo(token) => self.release_io(token),
+                Remote::UnwindEnded { index, task_id } => {
+                    self.core.borrow_mut().end_unwind(index, task_id);
+                }
             }
         }
     }
@@ -1285,11 +1302,53 @@ impl Dispatcher {
         }
     }
 
-    fn unwind_owner(&self, index: u32, task_id: u64) -> UnwindOwner {
-        UnwindOwner {
-            dispatcher: Arc::as_ptr(&self.shared) as usize,
+    /// The interruption the context `index` must raise now, if any (see the
+    /// module docs). None while one of its own is unwinding, and none while
+    /// the thread is panicking: raising then would abort the process, and
+    /// the panic may be any suspended coroutine's (the count is one per
+    /// thread). Such a context is remembered and interrupted again by the
+    /// loop as soon as no panic is in flight.
+    fn take_interruption(
+        &self,
+        core: &mut Core,
+        index: u32,
+        task_id: u64,
+    ) -> Option<Box<dyn Any + Send>> {
+        if !core.park_state(index).interrupt_pending || core.park_state(index).unwinding > 0 {
+            return None;
+        }
+        if std::thread::panicking() && core.panicking_elsewhere == 0 {
+            // The thread's panic is this context's own: raising now would
+            // abort. The interruption stays pending for its next park.
+            return None;
+        }
+        let park = core.park_state(index);
+        let owner = UnwindOwner {
+            shared: self.shared.clone(),
             index,
             task_id,
+        };
+        let payload = park.interruption(owner)?;
+        park.unwinding += 1;
+        Some(payload)
+    }
+
+    /// Counts the running context as panicking elsewhere (for the others)
+    /// while it is suspended or runs the loop, if the thread's panic is its
+    /// own: the thread panics and no context is counted yet. Returns
+    /// whether it was counted; pass that to `end_panicking_elsewhere`.
+    fn begin_panicking_elsewhere(&self) -> bool {
+        let mut core = self.core.borrow_mut();
+        let counted = std::thread::panicking() && core.panicking_elsewhere == 0;
+        if counted {
+            core.panicking_elsewhere += 1;
+        }
+        counted
+    }
+
+    fn end_panicking_elsewhere(&self, counted: bool) {
+        if counted {
+            self.core.borrow_mut().panicking_elsewhere -= 1;
         }
     }
 

@@ -72,6 +72,14 @@ pub enum Remote {
     Spawn(Box<dyn FnOnce() + Send>),
     /// Free the slot of an I/O registration dropped on another thread.
     ReleaseIo(mio::Token),
+    /// An interruption payload of task `task_id` in slot `index` (or of the
+    /// root) was dropped away from its loop: its unwind is over.
+    UnwindEnded {
+        /// Slot of the task, or `ROOT`.
+        index: u32,
+        /// The task's id (0 for the root).
+        task_id: u64,
+    },
 }
 
 impl std::fmt::Debug for Remote {
@@ -81,6 +89,7 @@ impl std::fmt::Debug for Remote {
             Self::Cancel { index, task_id } => write!(f, "Cancel({index}#{task_id})"),
             Self::Spawn(_) => f.write_str("Spawn"),
             Self::ReleaseIo(token) => write!(f, "ReleaseIo({})", token.0),
+            Self::UnwindEnded { index, task_id } => write!(f, "UnwindEnded({index}#{task_id})"),
         }
     }
 }
