@@ -8,7 +8,7 @@
 //!   Dispatcher (thread-confined)                 Shared (Arc, any thread)
 //!   ┌──────────────────────────────────────┐     ┌──────────────────────┐
 //!   │ slots: [Slot]  task state per index  │     │ inbox: Mutex<Vec<..>>│◄── wakes, cancels,
-//!   │ ready: VecDeque<index>               │     │ pending, sleeping    │    spawns from other
+//!   │ ready: VecDeque<index>               │     │ state: PENDING|SLEEP │    spawns from other
 //!   │ timers: BTreeMap<(deadline,seq),..>  │     │ notifier (mio Waker) │    threads
 //!   │ io: [IoEntry]  readiness + waiters   │     └──────────────────────┘
 //!   │ mio::Poll                            │
@@ -83,7 +83,9 @@
 //!    and only `Remote::Spawn` closures (`Send`, not started) cross threads.
 //! 2. Wake-ups are never lost and never resume twice (the epoch rules above).
 //! 7. Dropping the dispatcher (thread exit) unwinds every suspended task and
-//!    cancels every unstarted one, so their destructors run.
+//!    cancels every unstarted one, so their destructors run; the loop keeps
+//!    turning meanwhile, so destructors that wait can finish. Tasks that
+//!    make no progress for a whole second are leaked, with a message.
 
 mod shared;
 mod timer;
