@@ -60,14 +60,16 @@
 //! kept per context: raising one increments it, and dropping the payload
 //! (wherever it is caught, even by user code that swallows it) decrements
 //! it, on whatever thread, so the next park interrupts again (a context
-//! parked meanwhile is interrupted at once). A park in a destructor run by
-//! a *user* panic is not interrupted either. `std::thread::panicking()` is
-//! one flag per thread, shared by its coroutines, so the dispatcher counts
-//! the contexts whose own panic is in flight while they are suspended (a
-//! context that parks while the thread panics and none is counted yet is
-//! the one panicking): the flag is trusted only while that count is zero.
-//! Two contexts mid-panic at once remain ambiguous; the second one's
-//! destructors may then be interrupted, which aborts.
+//! parked meanwhile is interrupted at once).
+//!
+//! No interruption is raised while the thread is panicking either: a
+//! destructor run by a user panic may be the one parking, and
+//! `std::thread::panicking()` cannot tell whose stack unwinds (it is one
+//! flag per thread, shared by its coroutines, and true while any of them
+//! is suspended mid-unwind). The interruption is held back and the loop
+//! raises it again as soon as no panic is in flight. So a deadline or a
+//! cancel can be late while another coroutine of the thread waits inside
+//! a destructor during an unwind, but nothing aborts.
 //!
 //! The root context parks by driving the loop until it is woken, so code
 //! outside any coroutine can wait for tasks of its own thread. Code the loop
@@ -477,11 +479,10 @@ struct Core {
     idle_waiters: Vec<(u32, u64)>,
     /// I/O waiters parked (for deadlock detection).
     io_waiters: usize,
-    /// Contexts whose own panic is unwinding while they are suspended (or,
-    /// for the root, while it runs the loop). `std::thread::panicking()` is
-    /// one flag per thread: while this is non-zero it says nothing about
-    /// the running context, which may then be interrupted.
-    panicking_elsewhere: usize,
+    /// Contexts whose interruption was held back because the thread was
+    /// panicking (slot index and occupant); the loop interrupts them again
+    /// once no panic is in flight.
+    deferred_interrupts: Vec<(u32, u64)>,
 }
 
 impl Core {
@@ -758,7 +759,7 @@ impl Dispatcher {
                 next_scope_id: 0,
                 idle_waiters: Vec::new(),
                 io_waiters: 0,
-                panicking_elsewhere: 0,
+                deferred_interrupts: Vec::new(),
             }),
             poll: RefCell::new(poll),
             precision_timer,
@@ -921,7 +922,6 @@ impl Dispatcher {
             }
             (index, yielder, epoch)
         };
-        let counted = self.begin_panicking_elsewhere();
         let spurious = if index == ROOT {
             !self.drive_root(epoch)
         } else {
@@ -933,7 +933,6 @@ impl Dispatcher {
             unsafe { &*yielder }.suspend(());
             false
         };
-        self.end_panicking_elsewhere(counted);
         let mut core = self.core.borrow_mut();
         let task_id = if index == ROOT {
             0
@@ -982,19 +981,9 @@ impl Dispatcher {
     /// the next timer, only if nothing is runnable). Returns whether any
     /// task ran.
     pub(crate) fn turn(&self, timeout: Option<Duration>) -> bool {
-        // The root running the loop while its own panic unwinds (a
-        // destructor that waits for tasks) is, for those tasks, a context
-        // panicking elsewhere.
-        let root = self.core.borrow().current == ROOT;
-        let counted = root && self.begin_panicking_elsewhere();
-        let ran = self.turn_inner(timeout);
-        self.end_panicking_elsewhere(counted);
-        ran
-    }
-
-    fn turn_inner(&self, timeout: Option<Duration>) -> bool {
         self.apply_remote();
         self.fire_timers();
+        self.retry_deferred_interrupts();
         // A timer that falls due during the batch ends it early, so a slow
         // batch does not make timers late (one clock read per task, only
         // while a timer is armed).
@@ -1319,9 +1308,13 @@ impl Dispatcher {
         if !core.park_state(index).interrupt_pending || core.park_state(index).unwinding > 0 {
             return None;
         }
-        if std::thread::panicking() && core.panicking_elsewhere == 0 {
-            // The thread's panic is this context's own: raising now would
-            // abort. The interruption stays pending for its next park.
+        if std::thread::panicking() {
+            // Some stack of this thread is unwinding, maybe this one:
+            // raising now could abort the process. Hold the interruption
+            // back; the loop raises it again once no panic is in flight.
+            if !core.deferred_interrupts.contains(&(index, task_id)) {
+                core.deferred_interrupts.push((index, task_id));
+            }
             return None;
         }
         let park = core.park_state(index);
@@ -1335,22 +1328,22 @@ impl Dispatcher {
         Some(payload)
     }
 
-    /// Counts the running context as panicking elsewhere (for the others)
-    /// while it is suspended or runs the loop, if the thread's panic is its
-    /// own: the thread panics and no context is counted yet. Returns
-    /// whether it was counted; pass that to `end_panicking_elsewhere`.
-    fn begin_panicking_elsewhere(&self) -> bool {
+    /// Interrupts again the contexts whose interruption was held back while
+    /// the thread was panicking, once no panic is in flight.
+    fn retry_deferred_interrupts(&self) {
         let mut core = self.core.borrow_mut();
-        let counted = std::thread::panicking() && core.panicking_elsewhere == 0;
-        if counted {
-            core.panicking_elsewhere += 1;
+        if core.deferred_interrupts.is_empty() || std::thread::panicking() {
+            return;
         }
-        counted
-    }
-
-    fn end_panicking_elsewhere(&self, counted: bool) {
-        if counted {
-            self.core.borrow_mut().panicking_elsewhere -= 1;
+        for (index, task_id) in std::mem::take(&mut core.deferred_interrupts) {
+            let same_occupant = index == ROOT
+                || core
+                    .slots
+                    .get(index as usize)
+                    .is_some_and(|slot| slot.task_id == task_id);
+            if same_occupant {
+                core.interrupt(index);
+            }
         }
     }
 
