@@ -741,3 +741,48 @@ fn a_task_parked_during_another_panic_does_not_confuse_later_panics() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("SURVIVED"));
 }
+
+#[test]
+fn a_user_panic_while_a_cancel_unwinds_elsewhere_does_not_abort() {
+    const TEST: &str = "a_user_panic_while_a_cancel_unwinds_elsewhere_does_not_abort";
+    if util::child_scenario().as_deref() == Some("panic-beside-cancel") {
+        struct SleepsOnDrop(u64);
+        impl Drop for SleepsOnDrop {
+            fn drop(&mut self) {
+                nimgo::sleep(Duration::from_millis(self.0));
+            }
+        }
+        quiet_panics(|| {
+            let y = nimgo::go(|| {
+                let _sleeps = SleepsOnDrop(50);
+                nimgo::sleep(Duration::from_secs(3600));
+            });
+            nimgo::yield_now();
+            y.cancel();
+            let x = nimgo::go(|| {
+                let _ = nimgo::with_timeout(Duration::from_millis(2), || {
+                    let _parks = SleepsOnDrop(5);
+                    let start = std::time::Instant::now();
+                    while start.elapsed() < Duration::from_millis(10) {
+                        std::hint::spin_loop();
+                    }
+                    panic!("user panic");
+                });
+            });
+            assert!(x.join().unwrap_err().is_panic());
+            assert!(y.join().unwrap_err().is_cancelled());
+        });
+        println!("SURVIVED");
+        return;
+    }
+    if util::child_scenario().is_some() {
+        return;
+    }
+    let output = util::run_child(TEST, "panic-beside-cancel", &[]);
+    assert!(
+        output.status.success(),
+        "the child aborted: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("SURVIVED"));
+}
