@@ -237,6 +237,24 @@ pub(crate) struct Chan<T> {
     capacity: Option<usize>,
 }
 
+/// The first waiter in `list` that can be completed now: a single waiter
+/// (in a list only while completable), or a select arm this call manages to
+/// select (its waker is returned). Select arms already decided are skipped.
+fn first_completable<T, E>(
+    list: &VecDeque<E>,
+    waiter: impl Fn(&E) -> &Waiter<T>,
+) -> Option<(usize, Option<Waker>)> {
+    list.iter()
+        .enumerate()
+        .find_map(|(position, item)| match waiter(item) {
+            Waiter::Single(_) => Some((position, None)),
+            Waiter::Select(entry) if entry.signal.try_select(entry.arm) => {
+                Some((position, Some(entry.signal.waker().clone())))
+            }
+            Waiter::Select(_) => None,
+        })
+}
+
 impl<T> State<T> {
     fn has_room(&self, capacity: Option<usize>) -> bool {
         capacity.is_none_or(|capacity| self.queue.len() < capacity)
@@ -245,63 +263,39 @@ impl<T> State<T> {
     /// Hands `value` to the first receiver that can take it: completes a
     /// single waiter, or selects a select arm. Gives `value` back if none.
     fn deliver(&mut self, value: T) -> Result<Wake<T>, T> {
-        let mut position = 0;
-        while let Some(waiter) = self.receivers.get(position) {
-            let waker = match waiter {
-                Waiter::Single(_) => None,
-                Waiter::Select(entry) if entry.signal.try_select(entry.arm) => {
-                    Some(entry.signal.waker().clone())
+        let Some((position, waker)) = first_completable(&self.receivers, |waiter| waiter) else {
+            return Err(value);
+        };
+        Ok(
+            match self
+                .receivers
+                .remove(position)
+                .expect("position is in range")
+            {
+                Waiter::Single(parked) => {
+                    parked.complete(Some(value));
+                    Wake::Single(parked)
                 }
-                Waiter::Select(_) => {
-                    position += 1;
-                    continue;
+                Waiter::Select(entry) => {
+                    self.delivered.push((entry.signal, value));
+                    Wake::Select(waker.expect("a select entry was selected"))
                 }
-            };
-            return Ok(
-                match self
-                    .receivers
-                    .remove(position)
-                    .expect("position is in range")
-                {
-                    Waiter::Single(parked) => {
-                        parked.complete(Some(value));
-                        Wake::Single(parked)
-                    }
-                    Waiter::Select(entry) => {
-                        self.delivered.push((entry.signal, value));
-                        Wake::Select(waker.expect("a select entry was selected"))
-                    }
-                },
-            );
-        }
-        Err(value)
+            },
+        )
     }
 
     /// Takes the value of the first sender that can give it up.
     fn take_sender(&mut self) -> Option<(T, Wake<T>)> {
-        let mut position = 0;
-        while let Some((waiter, _)) = self.senders.get(position) {
-            let waker = match waiter {
-                Waiter::Single(_) => None,
-                Waiter::Select(entry) if entry.signal.try_select(entry.arm) => {
-                    Some(entry.signal.waker().clone())
-                }
-                Waiter::Select(_) => {
-                    position += 1;
-                    continue;
-                }
-            };
-            let (waiter, value) = self.senders.remove(position).expect("position is in range");
-            let wake = match waiter {
-                Waiter::Single(parked) => {
-                    parked.complete(None);
-                    Wake::Single(parked)
-                }
-                Waiter::Select(_) => Wake::Select(waker.expect("a select entry was selected")),
-            };
-            return Some((value, wake));
-        }
-        None
+        let (position, waker) = first_completable(&self.senders, |(waiter, _)| waiter)?;
+        let (waiter, value) = self.senders.remove(position).expect("position is in range");
+        let wake = match waiter {
+            Waiter::Single(parked) => {
+                parked.complete(None);
+                Wake::Single(parked)
+            }
+            Waiter::Select(_) => Wake::Select(waker.expect("a select entry was selected")),
+        };
+        Some((value, wake))
     }
 
     /// Sends under the lock; returns a receiver to wake after unlocking.
