@@ -494,14 +494,28 @@ impl Core {
         }
     }
 
-    /// Applies a wake to context `index` at `epoch` (see the module docs).
-    fn wake(&mut self, index: u32, epoch: u64, reason: WakeReason) {
-        if index != ROOT
-            && self
+    /// Whether context `index` exists: the root, or a slot holding a task.
+    fn is_live(&self, index: u32) -> bool {
+        index == ROOT
+            || self
                 .slots
                 .get(index as usize)
-                .is_none_or(|slot| slot.task_id == 0)
-        {
+                .is_some_and(|slot| slot.task_id != 0)
+    }
+
+    /// Whether context `index` is still the one of task `task_id` (0 for the
+    /// root), not a later occupant of its slot.
+    fn is_occupant(&self, index: u32, task_id: u64) -> bool {
+        index == ROOT
+            || self
+                .slots
+                .get(index as usize)
+                .is_some_and(|slot| slot.task_id == task_id)
+    }
+
+    /// Applies a wake to context `index` at `epoch` (see the module docs).
+    fn wake(&mut self, index: u32, epoch: u64, reason: WakeReason) {
+        if !self.is_live(index) {
             return;
         }
         let park = self.park_state(index);
@@ -545,12 +559,7 @@ impl Core {
                 }
             }
             TimerTarget::Scope { index, scope } => {
-                if index != ROOT
-                    && self
-                        .slots
-                        .get(index as usize)
-                        .is_none_or(|slot| slot.task_id == 0)
-                {
+                if !self.is_live(index) {
                     return;
                 }
                 let park = self.park_state(index);
@@ -621,12 +630,7 @@ impl Core {
     /// over. If an interruption is still pending and the context parked
     /// meanwhile, interrupt it now.
     fn end_unwind(&mut self, index: u32, task_id: u64) {
-        let same_occupant = index == ROOT
-            || self
-                .slots
-                .get(index as usize)
-                .is_some_and(|slot| slot.task_id == task_id);
-        if !same_occupant {
+        if !self.is_occupant(index, task_id) {
             return;
         }
         let park = self.park_state(index);
@@ -1030,15 +1034,12 @@ impl Dispatcher {
         }
         let mut buffer = self.remote_buffer.take();
         self.shared.drain(&mut buffer);
-        self.apply_messages_from(&mut buffer);
+        self.apply_messages(&mut buffer);
         *self.remote_buffer.borrow_mut() = buffer;
     }
 
-    fn apply_messages(&self, mut messages: Vec<Remote>) {
-        self.apply_messages_from(&mut messages);
-    }
-
-    fn apply_messages_from(&self, buffer: &mut Vec<Remote>) {
+    /// Applies (and empties) `buffer`'s messages.
+    fn apply_messages(&self, buffer: &mut Vec<Remote>) {
         for message in buffer.drain(..) {
             match message {
                 Remote::Wake { index, epoch } => {
@@ -1222,11 +1223,11 @@ impl Dispatcher {
                 // Nothing live: close the inbox (a job sent from now on is
                 // cancelled by its sender, not lost in a queue nobody reads)
                 // and handle what came meanwhile.
-                let leftovers = self.shared.close();
+                let mut leftovers = self.shared.close();
                 if leftovers.is_empty() {
                     return;
                 }
-                self.apply_messages(leftovers);
+                self.apply_messages(&mut leftovers);
                 continue;
             }
             let live_before = self.core.borrow().live;
@@ -1336,12 +1337,7 @@ impl Dispatcher {
             return;
         }
         for (index, task_id) in std::mem::take(&mut core.deferred_interrupts) {
-            let same_occupant = index == ROOT
-                || core
-                    .slots
-                    .get(index as usize)
-                    .is_some_and(|slot| slot.task_id == task_id);
-            if same_occupant {
+            if core.is_occupant(index, task_id) {
                 core.interrupt(index);
             }
         }
