@@ -32,7 +32,7 @@ pub(crate) use std::{
 };
 
 #[cfg(loom)]
-pub(crate) use loom::cell::UnsafeCell;
+pub(crate) use loom::cell::{MutPtr, UnsafeCell};
 
 /// `std::cell::UnsafeCell` with loom's closure-based API.
 #[cfg(not(loom))]
@@ -51,6 +51,33 @@ impl<T> UnsafeCell<T> {
 
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
+    }
+
+    /// A pointer for access that outlives one closure (a lock guard's);
+    /// loom tracks that access until the pointer is dropped.
+    pub(crate) fn get_mut(&self) -> MutPtr<T> {
+        MutPtr(self.0.get())
+    }
+}
+
+/// loom's `MutPtr`: a raw pointer whose access loom tracks while it lives.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct MutPtr<T>(*mut T);
+
+#[cfg(not(loom))]
+impl<T> MutPtr<T> {
+    /// # Safety
+    ///
+    /// The caller has exclusive access to the cell's value for as long as
+    /// the returned reference lives (as with `&mut *UnsafeCell::get()`).
+    // The signature is loom's (`MutPtr::deref`), so code compiles in both
+    // builds; the `unsafe` contract carries the exclusivity.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn deref(&self) -> &mut T {
+        // SAFETY: exclusivity is the caller's contract, and the pointer
+        // comes from a live `UnsafeCell` the caller borrows.
+        unsafe { &mut *self.0 }
     }
 }
 

@@ -49,6 +49,7 @@
 //! a value was handed to it gives the value back to the channel.
 
 pub mod errors;
+mod lock;
 mod queue;
 mod select;
 mod waiters;

@@ -50,9 +50,10 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::errors::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
+use super::lock::{ChannelGuard, ChannelLock};
 use super::waiters::{Registered, Signal};
 use crate::dispatcher::{self, Waker, Wakeup};
-use crate::loom::{Arc, AtomicBool, Mutex, MutexGuard, Ordering, UnsafeCell, lock};
+use crate::loom::{Arc, AtomicBool, Ordering, UnsafeCell};
 
 /// A waiting arm of a select: whose call, and which of its arms.
 #[derive(Debug)]
@@ -222,17 +223,24 @@ impl<T> Wake<T> {
 }
 
 /// The lock-protected part of a channel.
+///
+/// In declaration order (`repr(C)`) after the lock word, on the lock's own
+/// cache line: what every send and receive writes (`queue`'s head and
+/// length) and `closed`. The waiter lists follow; a hand-off between two
+/// threads that never wait only reads them, so their lines stay shared
+/// instead of moving between cores with every message.
+#[repr(C)]
 pub(crate) struct State<T> {
     queue: VecDeque<T>,
+    closed: bool,
     receivers: VecDeque<Waiter<T>>,
     senders: VecDeque<(Waiter<T>, T)>,
     delivered: Vec<(Arc<Signal>, T)>,
-    closed: bool,
 }
 
 /// One channel, shared by all its handles.
 pub(crate) struct Chan<T> {
-    state: Mutex<State<T>>,
+    state: ChannelLock<State<T>>,
     /// `None`: unbounded.
     capacity: Option<usize>,
 }
@@ -378,6 +386,19 @@ impl<T> State<T> {
     }
 }
 
+/// How many values to reserve room for: the capacity (up to 1024; more is
+/// grown on demand), and at least a cache line's worth, so that the buffers
+/// of two small channels never share a line (a ping-pong pair writes one
+/// each, from two cores).
+fn buffer_reservation<T>(capacity: Option<usize>) -> usize {
+    let capacity = capacity.unwrap_or(0).min(1024);
+    if capacity == 0 {
+        return 0;
+    }
+    let per_line = 64 / std::mem::size_of::<T>().max(1);
+    capacity.max(per_line)
+}
+
 fn new_signal(signal: &mut Option<Arc<Signal>>) -> Arc<Signal> {
     signal
         .get_or_insert_with(|| Arc::new(Signal::new(dispatcher::current_waker())))
@@ -429,8 +450,8 @@ impl<T> Unregister<'_, T> {
 impl<T> Chan<T> {
     pub(crate) fn new(capacity: Option<usize>) -> Self {
         Self {
-            state: Mutex::new(State {
-                queue: VecDeque::with_capacity(capacity.unwrap_or(0).min(1024)),
+            state: ChannelLock::new(State {
+                queue: VecDeque::with_capacity(buffer_reservation::<T>(capacity)),
                 receivers: VecDeque::new(),
                 senders: VecDeque::new(),
                 delivered: Vec::new(),
@@ -440,8 +461,32 @@ impl<T> Chan<T> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
-        lock(&self.state)
+    #[inline]
+    fn lock(&self) -> ChannelGuard<'_, State<T>> {
+        self.state.lock()
+    }
+
+    /// Before a blocking call parks: spins (releasing the lock) while the
+    /// channel is untouched, if a counterpart on another thread could act
+    /// meanwhile ([`dispatcher::spin_before_park`] decides whether the
+    /// thread may spin at all, and for how long). Returns the lock, taken
+    /// again, and whether the caller should retry (something changed)
+    /// rather than park.
+    fn spin<'a>(
+        &'a self,
+        state: ChannelGuard<'a, State<T>>,
+        spin_end: &mut Option<Instant>,
+        deadline: Option<Instant>,
+    ) -> (ChannelGuard<'a, State<T>>, bool) {
+        let version = ChannelLock::version_after(&state);
+        drop(state);
+        dispatcher::spin_before_park(spin_end, deadline, || self.state.changed_since(version));
+        // Whatever ended the spin, a change made before this lock (even
+        // after the spin's last look) must be retried: the caller would
+        // otherwise register a waiter that nobody is left to complete.
+        let state = self.lock();
+        let changed = ChannelLock::version_before(&state) != version;
+        (state, changed)
     }
 
     pub(crate) fn capacity(&self) -> Option<usize> {
@@ -477,6 +522,7 @@ impl<T> Chan<T> {
         deadline: Option<Instant>,
     ) -> Result<(), SendTimeoutError<T>> {
         let mut spare = None;
+        let mut spin_end = None;
         let mut state = self.lock();
         loop {
             match state.send(value, self.capacity) {
@@ -490,6 +536,11 @@ impl<T> Chan<T> {
             }
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Err(SendTimeoutError::Timeout(value));
+            }
+            let retry;
+            (state, retry) = self.spin(state, &mut spin_end, deadline);
+            if retry {
+                continue;
             }
             let parked = Parked::renew(&mut spare);
             state
@@ -519,6 +570,7 @@ impl<T> Chan<T> {
     /// A plain blocking receive, like [`send_blocking`](Self::send_blocking).
     pub(crate) fn recv_blocking(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let mut spare = None;
+        let mut spin_end = None;
         let mut state = self.lock();
         loop {
             match state.recv() {
@@ -532,6 +584,11 @@ impl<T> Chan<T> {
             }
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Err(RecvTimeoutError::Timeout);
+            }
+            let retry;
+            (state, retry) = self.spin(state, &mut spin_end, deadline);
+            if retry {
+                continue;
             }
             let parked = Parked::renew(&mut spare);
             state.receivers.push_back(Waiter::Single(parked.clone()));

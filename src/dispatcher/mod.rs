@@ -681,8 +681,18 @@ impl Drop for Owner {
     fn drop(&mut self) {
         self.0.shutdown();
         CURRENT.set(ptr::null());
+        #[cfg(not(loom))]
+        LIVE_DISPATCHERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// How many threads have a dispatcher. With one, a counterpart of a
+/// blocking channel call can only be a plain thread, and the call does not
+/// spin before parking. Only that heuristic reads it, outside loom models
+/// (where nothing spins), so it is a plain `std` atomic with no ordering
+/// duty: a stale count only costs or saves one spin.
+#[cfg(not(loom))]
+static LIVE_DISPATCHERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Runs `f` with the calling thread's dispatcher, if it has one.
 pub(crate) fn with_current<R>(f: impl FnOnce(&Dispatcher) -> R) -> Option<R> {
@@ -729,6 +739,8 @@ pub(crate) fn with_or_create<R>(f: impl FnOnce(&Dispatcher) -> R) -> io::Result<
                 io::Error::other("nimgo: this thread is exiting and can no longer run tasks")
             })?;
         CURRENT.set(pointer);
+        #[cfg(not(loom))]
+        LIVE_DISPATCHERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     with_current(f).ok_or_else(|| {
         io::Error::other("nimgo: this thread is exiting and can no longer run tasks")
@@ -842,6 +854,26 @@ impl Dispatcher {
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn has_ready(&self) -> bool {
         !self.core.borrow().ready.is_empty()
+    }
+
+    /// When a spin before a park must end at the latest (`end`, or the
+    /// next timer), or `None` if this thread has other work and must not
+    /// spin at all. See [`spin_before_park`].
+    #[cfg(not(loom))]
+    fn spin_end(&self, end: Instant) -> Option<Instant> {
+        let core = self.core.borrow();
+        let root_ready = core.current != ROOT && core.root.run == RunState::Ready;
+        if !core.ready.is_empty()
+            || root_ready
+            || !core.deferred_interrupts.is_empty()
+            || self.shared.has_pending()
+        {
+            return None;
+        }
+        Some(match core.timers.next_deadline() {
+            Some(timer) => timer.min(end),
+            None => end,
+        })
     }
 
     /// Number of tasks spawned on this dispatcher and not finished.
@@ -1595,6 +1627,86 @@ pub(crate) fn park(deadline: Option<Instant>) -> Wakeup {
         return wakeup;
     }
     THREAD_PARKER.with(|parker| parker.clone()).park(deadline)
+}
+
+/// How long a blocking channel call may spin before it parks, when its
+/// thread has nothing else to run. A counterpart on another core answers a
+/// hand-off in a few hundred ns; a park and its cross-thread wake-up cost
+/// about 1 µs more (an inbox message, the loop's turn, two switches) even
+/// when the other worker is awake. Spinning longer than a few µs would burn
+/// what it saves.
+#[cfg(not(loom))]
+const SPIN_BEFORE_PARK: Duration = Duration::from_micros(4);
+
+/// Spins while `done()` is false, as long as the calling thread has nothing
+/// else to do, and up to a spin deadline shared by all the spins of one
+/// blocking call (`spin_end`, set by the first). Returns whether `done()`
+/// turned true; `false` means "park now".
+///
+/// "Nothing else to do": no ready task, no root context ready to run, no
+/// inbox message (checked on every spin, so a wake-up or cancel from
+/// another thread ends the spin at once), no interruption waiting for a
+/// turn, and no timer due before the spin would end. I/O readiness is not
+/// looked at; it waits at most [`SPIN_BEFORE_PARK`]. A thread without a
+/// dispatcher (a plain thread blocking on a channel) spins the same way; a
+/// dispatcher's thread spins only if other threads have dispatchers too
+/// (otherwise a counterpart that could act meanwhile is a rare plain
+/// thread, and the spin would mostly delay this thread's timers and I/O).
+pub(crate) fn spin_before_park(
+    spin_end: &mut Option<Instant>,
+    deadline: Option<Instant>,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    #[cfg(loom)]
+    {
+        // The spin only saves a park; the models check the park path.
+        let _ = (spin_end, deadline, &mut done);
+        false
+    }
+    #[cfg(not(loom))]
+    {
+        let now = Instant::now();
+        let end = *spin_end.get_or_insert_with(|| {
+            let end = now + SPIN_BEFORE_PARK;
+            deadline.map_or(end, |deadline| deadline.min(end))
+        });
+        if now >= end {
+            return false;
+        }
+        let spun = with_current(|dispatcher| match dispatcher.spin_end(end) {
+            Some(end) if LIVE_DISPATCHERS.load(std::sync::atomic::Ordering::Relaxed) > 1 => {
+                spin_until(end, &mut done, || dispatcher.shared.has_pending())
+            }
+            _ => false,
+        });
+        match spun {
+            Some(spun) => spun,
+            None => spin_until(end, &mut done, || false),
+        }
+    }
+}
+
+/// Spins until `done()` (`true`), `interrupted()` or `end` (`false`).
+#[cfg(not(loom))]
+fn spin_until(
+    end: Instant,
+    mut done: impl FnMut() -> bool,
+    interrupted: impl Fn() -> bool,
+) -> bool {
+    loop {
+        for _ in 0..16 {
+            if done() {
+                return true;
+            }
+            if interrupted() {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+    }
 }
 
 /// Whether the caller runs inside a nimgo coroutine (a task).
