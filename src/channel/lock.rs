@@ -26,9 +26,19 @@
 //! change that is not a state change (someone read `len`) only costs a
 //! retry. The count wraps after 2⁶³ releases, harmlessly for the same
 //! reason.
+//!
+//! Under loom a spin lock cannot be modelled (a spinning thread never lets
+//! the model finish), so a loom build first takes a loom `Mutex` (the
+//! *gate*) and then runs the same word protocol, whose compare-and-swap then
+//! always succeeds at once: the models check everything built on the word
+//! (the version a blocking call compares before it parks) with the real
+//! code, and only the spinning itself is left out.
 
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
+
+#[cfg(loom)]
+use crate::loom::{Mutex, MutexGuard, lock};
 
 use crate::loom::{AtomicUsize, MutPtr, Ordering, UnsafeCell, spin_hint};
 
@@ -46,7 +56,16 @@ const SPINS_BEFORE_YIELD: u32 = 64;
 pub(crate) struct ChannelLock<T> {
     word: AtomicUsize,
     data: UnsafeCell<T>,
+    /// Loom builds only: serialises holders (see the module docs).
+    #[cfg(loom)]
+    gate: Mutex<()>,
 }
+
+/// What a holder keeps of the loom gate (nothing in a normal build).
+#[cfg(loom)]
+type Gate<'a> = MutexGuard<'a, ()>;
+#[cfg(not(loom))]
+type Gate<'a> = std::marker::PhantomData<&'a ()>;
 
 // SAFETY: the lock hands out access to `data` to one holder at a time (the
 // `LOCKED` bit, acquired with Acquire and released with Release ordering),
@@ -65,6 +84,8 @@ pub(crate) struct ChannelGuard<'a, T> {
     /// The holder's access to the data (tracked by loom), ended before the
     /// release.
     access: ManuallyDrop<MutPtr<T>>,
+    /// Released after the word (fields drop after `Drop::drop` runs).
+    _gate: Gate<'a>,
 }
 
 impl<T> ChannelLock<T> {
@@ -72,17 +93,23 @@ impl<T> ChannelLock<T> {
         Self {
             word: AtomicUsize::new(0),
             data: UnsafeCell::new(data),
+            #[cfg(loom)]
+            gate: Mutex::new(()),
         }
     }
 
     /// Takes the lock, spinning (then yielding) while another holds it.
     #[inline]
     pub(crate) fn lock(&self) -> ChannelGuard<'_, T> {
+        #[cfg(loom)]
+        let gate = lock(&self.gate);
+        #[cfg(not(loom))]
+        let gate = std::marker::PhantomData;
         let current = self.word.load(Ordering::Relaxed);
         if current & LOCKED == 0
             && self
                 .word
-                .compare_exchange_weak(
+                .compare_exchange(
                     current,
                     current | LOCKED,
                     Ordering::Acquire,
@@ -90,20 +117,20 @@ impl<T> ChannelLock<T> {
                 )
                 .is_ok()
         {
-            return self.guard(current | LOCKED);
+            return self.guard(current | LOCKED, gate);
         }
-        self.lock_contended()
+        self.lock_contended(gate)
     }
 
     #[cold]
-    fn lock_contended(&self) -> ChannelGuard<'_, T> {
+    fn lock_contended<'a>(&'a self, gate: Gate<'a>) -> ChannelGuard<'a, T> {
         let mut spins = 0;
         loop {
             let current = self.word.load(Ordering::Relaxed);
             if current & LOCKED == 0
                 && self
                     .word
-                    .compare_exchange_weak(
+                    .compare_exchange(
                         current,
                         current | LOCKED,
                         Ordering::Acquire,
@@ -111,7 +138,7 @@ impl<T> ChannelLock<T> {
                     )
                     .is_ok()
             {
-                return self.guard(current | LOCKED);
+                return self.guard(current | LOCKED, gate);
             }
             if spins < SPINS_BEFORE_YIELD {
                 spins += 1;
@@ -125,11 +152,12 @@ impl<T> ChannelLock<T> {
 
     /// The guard of the holder that just set the word to `held`.
     #[inline]
-    fn guard(&self, held: usize) -> ChannelGuard<'_, T> {
+    fn guard<'a>(&'a self, held: usize, gate: Gate<'a>) -> ChannelGuard<'a, T> {
         ChannelGuard {
             lock: self,
             held,
             access: ManuallyDrop::new(self.data.get_mut()),
+            _gate: gate,
         }
     }
 
