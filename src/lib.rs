@@ -163,6 +163,28 @@ pub mod __loom {
         }
     }
 
+    /// A runtime job and its task cell (`Job`, `src/task/cell.rs`), for the
+    /// cell model: its body runs or is dropped on whichever thread holds it.
+    pub struct LoomJob(crate::task::Job);
+
+    impl LoomJob {
+        /// A job running `function`, and its task handle.
+        pub fn new<F, T>(function: F) -> (Self, crate::GoTask<T>)
+        where
+            F: FnOnce() -> T + Send + 'static,
+            T: Send + 'static,
+        {
+            let (job, task) = crate::task::Job::new(function);
+            (Self(job), task)
+        }
+
+        /// Runs the job's closure here, as a dispatcher would, and completes
+        /// its task. (Dropping the job instead cancels the task.)
+        pub fn run(self) {
+            self.0.run_here();
+        }
+    }
+
     /// A task's join hand-off (`JoinState`), for the join model.
     pub struct LoomJoin<T>(Arc<JoinState<T>>);
 

@@ -13,19 +13,22 @@
 //! the task sees the waker: the wake-up cannot be lost, whichever thread
 //! each side runs on. `finished` mirrors "result stored" for lock-free
 //! `is_finished`.
+//!
+//! The join state and the task's closure share one allocation, the task
+//! cell (`cell.rs`, which also gives the safety argument of that sharing).
+
+mod cell;
 
 use std::any::Any;
 use std::fmt;
 use std::io;
-use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::coroutine::{self, stack::GuardedStack};
-use crate::dispatcher::{
-    self, CancelUnwind, Dispatcher, ElapsedUnwind, Remote, Shared, TaskBody, Waker, Wakeup,
-};
+use crate::dispatcher::{self, Dispatcher, ElapsedUnwind, Remote, Shared, Waker, Wakeup};
 use crate::loom::{Arc, AtomicBool, Mutex, Ordering, lock};
+pub(crate) use cell::{JoinRef, TaskRef, new_join};
 
 /// Why a task produced no value.
 pub enum JoinError {
@@ -110,42 +113,52 @@ impl From<Elapsed> for io::Error {
     }
 }
 
-/// The wakers waiting for one task. The first is kept inline and any more
-/// (two `wait_any` callers on one task) boxed, so the join state stays small
-/// enough for the allocator's fast bins. A waiter is removed by comparing
-/// wakers: one context parks in one place at a time, so its waker is unique
-/// among the waiters.
+/// The wakers waiting for one task: the joiner, or any number of
+/// `wait_any` callers. One is kept inline and more are boxed, so the join
+/// state stays small enough for the allocator's fast bins (the enum fits in
+/// a `Waker`'s 24 bytes). A waiter is removed by comparing wakers: one
+/// context parks in one place at a time, so its waker is unique among the
+/// waiters.
 #[derive(Default)]
-struct Waiters {
-    first: Option<Waker>,
-    // Boxed on purpose: 8 bytes instead of a `Vec`'s 24 in every join state,
-    // for a list that is almost always empty.
+enum Waiters {
+    #[default]
+    None,
+    One(Waker),
+    // Boxed on purpose: 8 bytes that fit beside a `Waker`'s tag, for a list
+    // that is almost never needed.
     #[allow(clippy::box_collection)]
-    others: Option<Box<Vec<Waker>>>,
+    Many(Box<Vec<Waker>>),
 }
 
 impl Waiters {
     fn add(&mut self, waker: Waker) {
-        if self.first.is_none() {
-            self.first = Some(waker);
-        } else {
-            self.others.get_or_insert_default().push(waker);
+        match self {
+            Self::None => *self = Self::One(waker),
+            Self::One(_) => {
+                let Self::One(first) = std::mem::take(self) else {
+                    unreachable!()
+                };
+                *self = Self::Many(Box::new(vec![first, waker]));
+            }
+            Self::Many(wakers) => wakers.push(waker),
         }
     }
 
     fn remove(&mut self, waker: &Waker) {
-        if self
-            .first
-            .as_ref()
-            .is_some_and(|first| first.will_wake(waker))
-        {
-            self.first = None;
-        } else if let Some(others) = &mut self.others
-            && let Some(position) = others.iter().position(|other| other.will_wake(waker))
-        {
-            // One entry only: equal wakers wake the same thing, and nested
-            // parks of the root can hold two.
-            others.swap_remove(position);
+        match self {
+            Self::None => {}
+            Self::One(first) => {
+                if first.will_wake(waker) {
+                    *self = Self::None;
+                }
+            }
+            Self::Many(wakers) => {
+                if let Some(position) = wakers.iter().position(|other| other.will_wake(waker)) {
+                    // One entry only: equal wakers wake the same thing, and
+                    // nested parks of the root can hold two.
+                    wakers.swap_remove(position);
+                }
+            }
         }
     }
 
@@ -156,11 +169,10 @@ impl Waiters {
 
     /// Wakes every waiter (call after the lock is released).
     fn wake_all(self) {
-        if let Some(waker) = self.first {
-            waker.wake();
-        }
-        for waker in self.others.into_iter().flat_map(|others| *others) {
-            waker.wake();
+        match self {
+            Self::None => {}
+            Self::One(waker) => waker.wake(),
+            Self::Many(wakers) => wakers.into_iter().for_each(Waker::wake),
         }
     }
 }
@@ -303,6 +315,13 @@ impl<T> JoinState<T> {
     /// Waits for the result: parks the caller until the task finishes or
     /// `deadline` passes (`None` on timeout).
     pub(crate) fn join(&self, deadline: Option<Instant>) -> Option<Result<T, JoinError>> {
+        if self.is_finished() {
+            // Done already (the usual case when a batch is waited in order):
+            // no waker to make and drop.
+            if let Some(result) = lock(&self.inner).result.take() {
+                return Some(result);
+            }
+        }
         loop {
             let waker = match self.take_or_wait(dispatcher::current_waker()) {
                 Ok(result) => return Some(result),
@@ -350,9 +369,15 @@ struct TaskLocation {
 /// assert!(!task.is_finished()); // tasks start when the loop runs them
 /// assert_eq!(task.wait(), 42);
 /// ```
+///
+/// The closure need not be `Send` for the handle to be, but the result must:
+///
+/// ```compile_fail
+/// fn is_send<X: Send>(_: X) {}
+/// is_send(nimgo::go(|| std::rc::Rc::new(1)));
+/// ```
 pub struct GoTask<T> {
-    join: Arc<JoinState<T>>,
-    _result: PhantomData<T>,
+    join: JoinRef<T>,
 }
 
 impl<T> fmt::Debug for GoTask<T> {
@@ -360,35 +385,6 @@ impl<T> fmt::Debug for GoTask<T> {
         f.debug_struct("GoTask")
             .field("finished", &self.is_finished())
             .finish()
-    }
-}
-
-struct Spawned<F, T> {
-    function: F,
-    join: Arc<JoinState<T>>,
-}
-
-impl<F: FnOnce() -> T, T> TaskBody for Spawned<F, T> {
-    fn run(self: Box<Self>) {
-        let Spawned { function, join } = *self;
-        let result = match panic::catch_unwind(AssertUnwindSafe(function)) {
-            Ok(value) => Ok(value),
-            Err(payload) if payload.is::<CancelUnwind>() => Err(JoinError::Cancelled),
-            Err(payload) => Err(JoinError::Panicked(payload)),
-        };
-        join.complete(result);
-    }
-
-    fn cancel(self: Box<Self>) {
-        let Spawned { function, join } = *self;
-        join.complete(Err(JoinError::Cancelled));
-        drop_quietly(function);
-    }
-
-    fn fail(self: Box<Self>, message: String) {
-        let Spawned { function, join } = *self;
-        join.complete(Err(JoinError::Panicked(Box::new(message))));
-        drop_quietly(function);
     }
 }
 
@@ -415,13 +411,14 @@ where
     let mut handle = None;
     dispatcher.spawn_with(
         |index, task_id| {
-            let join = Arc::new(JoinState::with_location(Some(TaskLocation {
+            let join = JoinState::with_location(Some(TaskLocation {
                 shared: dispatcher.shared().clone(),
                 index,
                 task_id,
-            })));
-            handle = Some(GoTask::from_join(join.clone()));
-            Box::new(Spawned { function, join })
+            }));
+            let (body, join) = cell::new_task(function, join);
+            handle = Some(GoTask::from_join(join));
+            body
         },
         stack,
     );
@@ -436,33 +433,13 @@ where
 /// [`JoinError::Cancelled`]), so a job lost in a queue at shutdown never
 /// leaves a joiner hanging.
 #[cfg_attr(loom, allow(dead_code))] // the runtime is not built under loom
-pub(crate) struct Job(Option<Box<dyn StartJob>>);
+pub(crate) struct Job(TaskRef);
 
-/// The type-erased half of a [`Job`]: start it on a dispatcher, or cancel it.
-#[cfg_attr(loom, allow(dead_code))]
-trait StartJob: Send {
-    fn start(self: Box<Self>, dispatcher: &Dispatcher);
-    fn cancel_unstarted(self: Box<Self>);
-}
-
-impl<F, T> StartJob for Spawned<F, T>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    fn start(self: Box<Self>, dispatcher: &Dispatcher) {
-        let join = self.join.clone();
-        let (index, task_id) = dispatcher.spawn(self, None);
-        if !join.place(dispatcher.shared().clone(), index, task_id) {
-            // Cancelled while it waited in a queue: it must never run.
-            dispatcher.cancel(index, task_id);
-        }
-    }
-
-    fn cancel_unstarted(self: Box<Self>) {
-        TaskBody::cancel(self);
-    }
-}
+// SAFETY: `Job::new` is the only constructor and requires `F: Send` and
+// `T: Send`: the closure may then be run or dropped (cancelled) on whichever
+// thread ends up holding the job, and the result stored from there. The
+// `TaskRef` it wraps is `!Send` only because closures in general may be.
+unsafe impl Send for Job {}
 
 #[cfg_attr(loom, allow(dead_code))]
 impl Job {
@@ -472,27 +449,33 @@ impl Job {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let join = Arc::new(JoinState::new());
-        let body = Box::new(Spawned {
-            function,
-            join: join.clone(),
-        });
-        (Self(Some(body)), GoTask::from_join(join))
+        let (body, join) = cell::new_task(function, JoinState::new());
+        (Self(body), GoTask::from_join(join))
+    }
+
+    /// Runs the job on the calling thread, with no dispatcher (the loom
+    /// model of the task cell).
+    #[cfg(loom)]
+    pub(crate) fn run_here(self) {
+        self.0.run();
     }
 
     /// Makes the job a task of `dispatcher` (queued there, not run yet).
     /// A job cancelled while queued is cancelled at once instead.
-    pub(crate) fn start(mut self, dispatcher: &Dispatcher) {
-        if let Some(body) = self.0.take() {
-            body.start(dispatcher);
-        }
-    }
-}
-
-impl Drop for Job {
-    fn drop(&mut self) {
-        if let Some(body) = self.0.take() {
-            body.cancel_unstarted();
+    pub(crate) fn start(self, dispatcher: &Dispatcher) {
+        let mut placed = true;
+        let (index, task_id) = dispatcher.spawn_with(
+            |index, task_id| {
+                // The cancel flag is checked under the join state's lock: a
+                // cancel from now on finds the location instead.
+                placed = self.0.place(dispatcher.shared().clone(), index, task_id);
+                self.0
+            },
+            None,
+        );
+        if !placed {
+            // Cancelled while it waited in a queue: it must never run.
+            dispatcher.cancel(index, task_id);
         }
     }
 }
@@ -555,11 +538,8 @@ where
 impl<T> GoTask<T> {
     /// A handle on `join`; the task is placed later with
     /// [`JoinState::place`] (or never, for jobs that run off-dispatcher).
-    pub(crate) fn from_join(join: Arc<JoinState<T>>) -> Self {
-        Self {
-            join,
-            _result: PhantomData,
-        }
+    pub(crate) fn from_join(join: JoinRef<T>) -> Self {
+        Self { join }
     }
 
     /// Waits for the task and returns its value (NimGo's `wait`). Inside a
