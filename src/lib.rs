@@ -220,6 +220,30 @@ pub mod __loom {
         pub fn is_finished(&self) -> bool {
             self.0.is_finished()
         }
+
+        /// A `wait_any` caller: parks until the result is stored, without
+        /// taking it.
+        pub fn wait_finished(&self) {
+            while !self.0.is_finished() {
+                let waker = crate::dispatcher::current_waker();
+                if self.0.add_waiter(&waker) {
+                    crate::dispatcher::park(None);
+                    self.0.remove_waiter(&waker);
+                }
+            }
+        }
+
+        /// A dispatcher taking the task (slot 0, task 1 of `shared`);
+        /// `false`: it was cancelled first.
+        pub fn place(&self, shared: &LoomShared) -> bool {
+            self.0.place(shared.0.clone(), 0, 1)
+        }
+
+        /// A cancel: marks the task cancelled; returns whether it found the
+        /// task placed (and so would send the cancel to its dispatcher).
+        pub fn request_cancel(&self) -> bool {
+            self.0.request_cancel().is_some()
+        }
     }
 }
 

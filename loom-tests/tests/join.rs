@@ -3,7 +3,7 @@
 #![cfg(loom)]
 
 use loom::thread;
-use nimgo::__loom::{LoomJob, LoomJoin};
+use nimgo::__loom::{LoomJob, LoomJoin, LoomShared};
 
 #[test]
 fn task_finishing_while_another_thread_joins() {
@@ -54,5 +54,44 @@ fn a_detached_task_runs_and_frees_its_cell() {
         let _ = task.is_finished();
         drop(task);
         worker.join().unwrap();
+    });
+}
+
+/// Two `wait_any` callers on other threads and the task completing: both
+/// wake (the completer finds `WAITING` and takes every waiter, or each
+/// waiter finds `FINISHED`).
+#[test]
+fn two_waiters_both_wake_when_the_task_completes() {
+    loom::model(|| {
+        let join = LoomJoin::<u32>::new();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let join = join.clone();
+                thread::spawn(move || join.wait_finished())
+            })
+            .collect();
+        join.complete(7);
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+        assert_eq!(join.join(), Some(7));
+    });
+}
+
+/// A cancel racing a dispatcher placing the task: either the cancel finds
+/// the location (and sends the cancel there), or the placement finds the
+/// cancel (and cancels at once), never neither.
+#[test]
+fn a_cancel_racing_the_placement_is_never_lost() {
+    loom::model(|| {
+        let join = LoomJoin::<u32>::new();
+        let shared = LoomShared::new();
+        let canceller = {
+            let join = join.clone();
+            thread::spawn(move || join.request_cancel())
+        };
+        let placed = join.place(&shared);
+        let found_location = canceller.join().unwrap();
+        assert_eq!(placed, found_location);
     });
 }

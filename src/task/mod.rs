@@ -3,16 +3,20 @@
 //!
 //! # The join hand-off
 //!
-//! A task and its [`GoTask`] share a `JoinState`: a mutex around the
-//! result and the waiters (the joiner, and any number of [`wait_any`]
-//! callers). The task, when it ends, stores its result and takes every
-//! waiter under the lock, then wakes them after unlocking. A waiter takes
-//! the result if present, or adds its waker under the same lock and parks;
+//! A task and its [`GoTask`] share a `JoinState`: a result slot, the task's
+//! location (for cancels), and the waiters (the joiner, and any number of
+//! [`wait_any`] callers), ordered by one atomic state word. The task, when
+//! it ends, stores its result and sets `FINISHED`; only if a waiter was
+//! ever added (`WAITING`) does it lock the waiters and wake them, after
+//! unlocking. A waiter takes the result if `FINISHED`, or adds its waker
+//! under the lock, sets `WAITING`, and parks unless that found `FINISHED`;
 //! it removes its own entry (its waker is unique among them) when it stops
-//! waiting, normally or by unwinding. Either a waiter sees the result, or
-//! the task sees the waker: the wake-up cannot be lost, whichever thread
-//! each side runs on. `finished` mirrors "result stored" for lock-free
-//! `is_finished`.
+//! waiting, normally or by unwinding. Either a waiter sees `FINISHED`, or
+//! the task sees `WAITING` and takes the lock after the waiter added
+//! itself: the wake-up cannot be lost, whichever thread each side runs on.
+//! A task spawned and joined without ever parking its joiner costs three
+//! atomic read-modify-writes and no lock. `JoinState`'s docs give the
+//! rules for each bit.
 //!
 //! The join state and the task's closure share one allocation, the task
 //! cell (`cell.rs`, which also gives the safety argument of that sharing).
@@ -27,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::coroutine::{self, stack::GuardedStack};
 use crate::dispatcher::{self, Dispatcher, ElapsedUnwind, Remote, Shared, Waker, Wakeup};
-use crate::loom::{Arc, AtomicBool, Mutex, Ordering, lock};
+use crate::loom::{Arc, AtomicU8, Mutex, Ordering, UnsafeCell, lock};
 pub(crate) use cell::{JoinRef, TaskRef, new_join};
 
 /// Why a task produced no value.
@@ -177,23 +181,65 @@ impl Waiters {
     }
 }
 
-struct JoinInner<T> {
-    result: Option<Result<T, JoinError>>,
-    waiters: Waiters,
-    /// Where the task runs, once a dispatcher has taken it (a runtime task
-    /// waits in a queue first; a `spawn_blocking` job never has one).
-    location: Option<TaskLocation>,
-    /// A cancel came; whoever places the task later must cancel it.
-    cancel_requested: bool,
-}
+/// `JoinState::state` bit: the result slot belongs to one completer.
+const CLAIMED: u8 = 1;
+/// `JoinState::state` bit: the result is stored (published by this bit).
+const FINISHED: u8 = 2;
+/// `JoinState::state` bit: the result slot belongs to one taker.
+const TAKEN: u8 = 4;
+/// `JoinState::state` bit: a waiter was added; the completer must lock the
+/// waiters and wake them.
+const WAITING: u8 = 8;
+/// `JoinState::state` bit: the location is stored (published by this bit).
+const PLACED: u8 = 16;
+/// `JoinState::state` bit: a cancel came; whoever places the task later
+/// must cancel it.
+const CANCEL_REQUESTED: u8 = 32;
 
+/// The join hand-off of one task (see the module docs).
+///
+/// One atomic word orders everything; the waiters alone have a lock, taken
+/// only by waiters and by a completer that finds `WAITING`. Each bit is set
+/// once, by a read-modify-write, so every decision reads the latest state.
+///
+/// - `result` is written by the one caller whose `fetch_or(CLAIMED)` found
+///   the bit clear, before it sets `FINISHED` (release); it is read by the
+///   one caller whose `fetch_or(TAKEN)` found `FINISHED` set and `TAKEN`
+///   clear (acquire). So at most one writer, then at most one reader, in
+///   that order.
+/// - `location` is written before `PLACED` is set (release), at creation
+///   or by the one `place` call, and only read once `PLACED` was seen
+///   (acquire); it never changes after.
+/// - A waiter adds its waker under the lock, then sets `WAITING`; the
+///   completer sets `FINISHED`, then, if `WAITING` was set, takes the
+///   waiters under the lock. Whichever read-modify-write comes second sees
+///   the other's bit: either the waiter sees `FINISHED` (and does not
+///   park), or the completer sees `WAITING` and its lock follows the
+///   waiter's registration. No wake-up is lost, on any thread.
+/// - `place` and `request_cancel` race the same way on `PLACED` and
+///   `CANCEL_REQUESTED`: either the cancel finds the location, or `place`
+///   finds the cancel.
 pub(crate) struct JoinState<T> {
-    inner: Mutex<JoinInner<T>>,
-    finished: AtomicBool,
+    state: AtomicU8,
     /// The job runs off any dispatcher (a `spawn_blocking` job): a cancel
     /// completes the handle at once and the job runs on, its result dropped.
     completes_on_cancel: bool,
+    result: UnsafeCell<Option<Result<T, JoinError>>>,
+    /// Where the task runs, once a dispatcher has taken it (a runtime task
+    /// waits in a queue first; a `spawn_blocking` job never has one).
+    location: UnsafeCell<Option<TaskLocation>>,
+    waiters: Mutex<Waiters>,
 }
+
+// SAFETY: the two `UnsafeCell` slots are only accessed as the type's docs
+// say: the result by one writer then one reader, ordered by `state`; the
+// location written before `PLACED` is published and only read after. The
+// result moves between threads, hence `T: Send`; everything else is atomic,
+// locked, or `Send + Sync` (`TaskLocation`, `Waker`).
+unsafe impl<T: Send> Sync for JoinState<T> {}
+// SAFETY: the fields are `Send` when `T` is (`UnsafeCell<X>` is `Send` when
+// `X` is; the loom shim's is not, hence the impl).
+unsafe impl<T: Send> Send for JoinState<T> {}
 
 impl<T> JoinState<T> {
     pub(crate) fn new() -> Self {
@@ -201,17 +247,14 @@ impl<T> JoinState<T> {
     }
 
     /// A handle for a task already placed at `location` (a local `go`): no
-    /// lock is needed to place it later.
+    /// `place` is needed later.
     fn with_location(location: Option<TaskLocation>) -> Self {
         Self {
-            inner: Mutex::new(JoinInner {
-                result: None,
-                waiters: Waiters::default(),
-                location,
-                cancel_requested: false,
-            }),
-            finished: AtomicBool::new(false),
+            state: AtomicU8::new(if location.is_some() { PLACED } else { 0 }),
             completes_on_cancel: false,
+            result: UnsafeCell::new(None),
+            location: UnsafeCell::new(location),
+            waiters: Mutex::new(Waiters::default()),
         }
     }
 
@@ -224,114 +267,118 @@ impl<T> JoinState<T> {
         }
     }
 
-    /// Like [`complete`](Self::complete), but keeps an earlier result (a
-    /// cancel that already completed the handle). Returns whether it stored.
+    /// Stores the task's result and wakes its waiters, unless a result was
+    /// stored already (a cancel that completed a blocking job's handle).
+    /// Returns whether it stored.
     pub(crate) fn complete_if_pending(&self, result: Result<T, JoinError>) -> bool {
-        let waiters = {
-            let mut inner = lock(&self.inner);
-            if self.finished.load(Ordering::Acquire) {
-                return false;
-            }
-            inner.result = Some(result);
-            self.finished.store(true, Ordering::Release);
-            inner.waiters.take_all()
-        };
-        waiters.wake_all();
-        true
-    }
-
-    /// Records where the task runs. Returns `false` if it was cancelled
-    /// before being placed: the caller must then cancel it at once.
-    ///
-    /// The cancel flag and the location share one lock, so a cancel racing
-    /// the placement either finds the location or leaves the flag for this
-    /// check: it is never lost.
-    pub(crate) fn place(&self, shared: Arc<Shared>, index: u32, task_id: u64) -> bool {
-        let mut inner = lock(&self.inner);
-        if inner.cancel_requested {
+        if self.state.fetch_or(CLAIMED, Ordering::Acquire) & CLAIMED != 0 {
             return false;
         }
-        inner.location = Some(TaskLocation {
-            shared,
-            index,
-            task_id,
-        });
+        // SAFETY: our `fetch_or` set `CLAIMED`, so we are the one writer of
+        // the slot, and no reader touches it before `FINISHED`, set below
+        // (see the type's docs).
+        self.result.with_mut(|slot| unsafe { *slot = Some(result) });
+        let state = self.state.fetch_or(FINISHED, Ordering::AcqRel);
+        if state & WAITING != 0 {
+            let waiters = lock(&self.waiters).take_all();
+            waiters.wake_all();
+        }
         true
-    }
-
-    /// Whether a cancel was requested (for tasks that have no location).
-    pub(crate) fn cancel_requested(&self) -> bool {
-        lock(&self.inner).cancel_requested
-    }
-
-    /// Marks the task cancelled and returns where it runs, if placed.
-    fn request_cancel(&self) -> Option<TaskLocation> {
-        let mut inner = lock(&self.inner);
-        inner.cancel_requested = true;
-        inner.location.clone()
     }
 
     /// Stores the task's result and wakes its waiters.
     pub(crate) fn complete(&self, result: Result<T, JoinError>) {
-        let waiters = {
-            let mut inner = lock(&self.inner);
-            inner.result = Some(result);
-            self.finished.store(true, Ordering::Release);
-            inner.waiters.take_all()
-        };
-        waiters.wake_all();
+        let stored = self.complete_if_pending(result);
+        debug_assert!(stored, "a task completes once");
+    }
+
+    /// Records where the task runs. Returns `false` if it was cancelled
+    /// before being placed: the caller must then cancel it at once.
+    pub(crate) fn place(&self, shared: Arc<Shared>, index: u32, task_id: u64) -> bool {
+        let state = self.state.load(Ordering::Acquire);
+        if state & (PLACED | CANCEL_REQUESTED) != 0 {
+            return state & CANCEL_REQUESTED == 0;
+        }
+        // SAFETY: `PLACED` is clear, so nobody reads the slot yet, and the
+        // one `place` call per task (its dispatcher's `Job::start`) is the
+        // only writer after creation (see the type's docs).
+        self.location.with_mut(|slot| unsafe {
+            *slot = Some(TaskLocation {
+                shared,
+                index,
+                task_id,
+            });
+        });
+        self.state.fetch_or(PLACED, Ordering::AcqRel) & CANCEL_REQUESTED == 0
+    }
+
+    /// Whether a cancel was requested (for tasks that have no location).
+    pub(crate) fn cancel_requested(&self) -> bool {
+        self.state.load(Ordering::Acquire) & CANCEL_REQUESTED != 0
+    }
+
+    /// Marks the task cancelled and returns where it runs, if placed.
+    pub(crate) fn request_cancel(&self) -> Option<&TaskLocation> {
+        if self.state.fetch_or(CANCEL_REQUESTED, Ordering::AcqRel) & PLACED == 0 {
+            return None;
+        }
+        // SAFETY: `PLACED` was set, so the slot was written before (release,
+        // and our `fetch_or` acquires) and is never written again; only
+        // shared references to it are made.
+        self.location.with(|slot| unsafe { (*slot).as_ref() })
     }
 
     pub(crate) fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & FINISHED != 0
     }
 
-    /// Takes the result, or adds `waker` to the waiters and gives it back.
-    fn take_or_wait(&self, waker: Waker) -> Result<Result<T, JoinError>, Waker> {
-        let mut inner = lock(&self.inner);
-        match inner.result.take() {
-            Some(result) => Ok(result),
-            None => {
-                inner.waiters.add(waker.clone());
-                Err(waker)
-            }
+    /// Takes the result if it is there (and was not taken).
+    fn try_take(&self) -> Option<Result<T, JoinError>> {
+        if !self.is_finished() || self.state.fetch_or(TAKEN, Ordering::Acquire) & TAKEN != 0 {
+            return None;
         }
+        // SAFETY: `FINISHED` was set (so the writer is done, and our acquire
+        // loads see its write) and our `fetch_or` set `TAKEN`: we are the
+        // slot's one reader (see the type's docs).
+        self.result.with_mut(|slot| unsafe { (*slot).take() })
     }
 
-    /// Adds `waker` unless the task already finished.
-    fn add_waiter(&self, waker: &Waker) -> bool {
-        let mut inner = lock(&self.inner);
-        if self.finished.load(Ordering::Acquire) {
+    /// Adds `waker` to the waiters unless the task already finished.
+    pub(crate) fn add_waiter(&self, waker: &Waker) -> bool {
+        let mut waiters = lock(&self.waiters);
+        if self.is_finished() {
             return false;
         }
-        inner.waiters.add(waker.clone());
+        waiters.add(waker.clone());
+        if self.state.fetch_or(WAITING, Ordering::AcqRel) & FINISHED != 0 {
+            // Finished meanwhile: its completer may have taken the waiters
+            // already, or will find this one; either way, do not park.
+            waiters.remove(waker);
+            return false;
+        }
         true
     }
 
-    fn remove_waiter(&self, waker: &Waker) {
-        lock(&self.inner).waiters.remove(waker);
+    pub(crate) fn remove_waiter(&self, waker: &Waker) {
+        lock(&self.waiters).remove(waker);
     }
 
     /// Waits for the result: parks the caller until the task finishes or
     /// `deadline` passes (`None` on timeout).
     pub(crate) fn join(&self, deadline: Option<Instant>) -> Option<Result<T, JoinError>> {
-        if self.is_finished() {
-            // Done already (the usual case when a batch is waited in order):
-            // no waker to make and drop.
-            if let Some(result) = lock(&self.inner).result.take() {
-                return Some(result);
-            }
-        }
         loop {
-            let waker = match self.take_or_wait(dispatcher::current_waker()) {
-                Ok(result) => return Some(result),
-                Err(waker) => waker,
-            };
+            if self.is_finished() {
+                return self.try_take();
+            }
+            let waker = dispatcher::current_waker();
+            if !self.add_waiter(&waker) {
+                continue;
+            }
             let registered = RemoveWaiter { join: self, waker };
             let wakeup = dispatcher::park(deadline);
             drop(registered);
             if wakeup == Wakeup::TimedOut {
-                return lock(&self.inner).result.take();
+                return self.try_take();
             }
         }
     }
@@ -352,7 +399,7 @@ impl<T> Drop for RemoveWaiter<'_, T> {
 
 /// Where a task lives, for cancellation.
 #[derive(Clone)]
-struct TaskLocation {
+pub(crate) struct TaskLocation {
     shared: Arc<Shared>,
     index: u32,
     task_id: u64,
@@ -625,8 +672,8 @@ impl<T> GoTask<T> {
             return;
         }
         let location = self.join.request_cancel();
-        let Some(TaskLocation {
-            shared,
+        let Some(&TaskLocation {
+            ref shared,
             index,
             task_id,
         }) = location
@@ -639,7 +686,7 @@ impl<T> GoTask<T> {
             return;
         };
         let local = dispatcher::with_current(|dispatcher| {
-            if Arc::ptr_eq(dispatcher.shared(), &shared) {
+            if Arc::ptr_eq(dispatcher.shared(), shared) {
                 dispatcher.cancel(index, task_id);
                 true
             } else {
