@@ -62,7 +62,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::loom::{Arc, Condvar, Mutex, lock, thread};
-use crate::task::{GoTask, JoinError, JoinState};
+use crate::task::{self, GoTask, JoinError, JoinRef, JoinState};
 
 /// How long an idle pool thread waits for work before it exits.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -84,7 +84,7 @@ trait Job: Send {
 
 struct Task<F, T> {
     function: F,
-    join: Arc<JoinState<T>>,
+    join: JoinRef<T>,
 }
 
 impl<F, T> Job for Task<F, T>
@@ -207,7 +207,7 @@ impl BlockingPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let join = Arc::new(JoinState::new_detached());
+        let join = task::new_join(JoinState::new_detached());
         let job = Box::new(Task {
             function,
             join: join.clone(),

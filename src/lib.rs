@@ -163,6 +163,28 @@ pub mod __loom {
         }
     }
 
+    /// A runtime job and its task cell (`Job`, `src/task/cell.rs`), for the
+    /// cell model: its body runs or is dropped on whichever thread holds it.
+    pub struct LoomJob(crate::task::Job);
+
+    impl LoomJob {
+        /// A job running `function`, and its task handle.
+        pub fn new<F, T>(function: F) -> (Self, crate::GoTask<T>)
+        where
+            F: FnOnce() -> T + Send + 'static,
+            T: Send + 'static,
+        {
+            let (job, task) = crate::task::Job::new(function);
+            (Self(job), task)
+        }
+
+        /// Runs the job's closure here, as a dispatcher would, and completes
+        /// its task. (Dropping the job instead cancels the task.)
+        pub fn run(self) {
+            self.0.run_here();
+        }
+    }
+
     /// A task's join hand-off (`JoinState`), for the join model.
     pub struct LoomJoin<T>(Arc<JoinState<T>>);
 
@@ -197,6 +219,30 @@ pub mod __loom {
         /// Whether the result is stored.
         pub fn is_finished(&self) -> bool {
             self.0.is_finished()
+        }
+
+        /// A `wait_any` caller: parks until the result is stored, without
+        /// taking it.
+        pub fn wait_finished(&self) {
+            while !self.0.is_finished() {
+                let waker = crate::dispatcher::current_waker();
+                if self.0.add_waiter(&waker) {
+                    crate::dispatcher::park(None);
+                    self.0.remove_waiter(&waker);
+                }
+            }
+        }
+
+        /// A dispatcher taking the task (slot 0, task 1 of `shared`);
+        /// `false`: it was cancelled first.
+        pub fn place(&self, shared: &LoomShared) -> bool {
+            self.0.place(shared.0.clone(), 0, 1)
+        }
+
+        /// A cancel: marks the task cancelled; returns whether it found the
+        /// task placed (and so would send the cancel to its dispatcher).
+        pub fn request_cancel(&self) -> bool {
+            self.0.request_cancel().is_some()
         }
     }
 }

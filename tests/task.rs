@@ -786,3 +786,103 @@ fn a_user_panic_while_a_cancel_unwinds_elsewhere_does_not_abort() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("SURVIVED"));
 }
+
+/// Records the thread that drops it. `!Send` (an `Rc` inside), like the
+/// captures `go` accepts.
+struct DroppedOn {
+    thread: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>,
+    _not_send: Rc<()>,
+}
+
+impl Drop for DroppedOn {
+    fn drop(&mut self) {
+        *self.thread.lock().unwrap() = Some(std::thread::current().id());
+    }
+}
+
+#[test]
+fn a_task_handle_is_send_even_when_its_closure_is_not() {
+    fn is_send<X: Send>(_: &X) {}
+    let captured = Rc::new(5);
+    let task = nimgo::go(move || *captured);
+    is_send(&task);
+    assert_eq!(std::thread::spawn(move || task).join().unwrap().wait(), 5);
+}
+
+#[test]
+fn a_not_send_closure_cancelled_from_another_thread_is_dropped_on_its_own() {
+    let dropped_on = Arc::new(std::sync::Mutex::new(None));
+    let task = nimgo::go({
+        let capture = DroppedOn {
+            thread: dropped_on.clone(),
+            _not_send: Rc::new(()),
+        };
+        move || drop(capture)
+    });
+    // Another thread cancels the unstarted task, waits for it, and drops
+    // the last handle: the closure is dropped here, by this thread's loop
+    // (which runs only once the cancel is sent).
+    let (cancelled, cancel_sent) = std::sync::mpsc::channel();
+    let other = std::thread::spawn(move || {
+        task.cancel();
+        cancelled.send(()).unwrap();
+        task.join().unwrap_err().is_cancelled()
+    });
+    cancel_sent.recv().unwrap();
+    while !other.is_finished() {
+        nimgo::dispatcher::run_once(Some(Duration::from_millis(1))).unwrap();
+    }
+    assert!(other.join().unwrap());
+    assert_eq!(
+        *dropped_on.lock().unwrap(),
+        Some(std::thread::current().id())
+    );
+}
+
+#[test]
+fn a_detached_handle_dropped_on_another_thread_leaves_the_closure_here() {
+    let dropped_on = Arc::new(std::sync::Mutex::new(None));
+    let ran = Rc::new(Cell::new(false));
+    let task = nimgo::go({
+        let capture = DroppedOn {
+            thread: dropped_on.clone(),
+            _not_send: Rc::new(()),
+        };
+        let ran = ran.clone();
+        move || {
+            let _capture = capture;
+            ran.set(true);
+        }
+    });
+    // The handle goes first, on another thread; the task then runs here.
+    std::thread::spawn(move || drop(task)).join().unwrap();
+    assert!(dropped_on.lock().unwrap().is_none());
+    nimgo::run_event_loop();
+    assert!(ran.get());
+    assert_eq!(
+        *dropped_on.lock().unwrap(),
+        Some(std::thread::current().id())
+    );
+}
+
+#[test]
+fn a_handle_outliving_its_thread_gets_cancelled_and_frees_the_cell() {
+    let dropped_on = Arc::new(std::sync::Mutex::new(None));
+    let (task, owner) = std::thread::spawn({
+        let dropped_on = dropped_on.clone();
+        move || {
+            let capture = DroppedOn {
+                thread: dropped_on,
+                _not_send: Rc::new(()),
+            };
+            let task = nimgo::go(move || drop(capture));
+            (task, std::thread::current().id())
+        }
+    })
+    .join()
+    .unwrap();
+    // The thread exited with the task unstarted: its dispatcher cancelled
+    // it and dropped the closure there; the handle still works here.
+    assert_eq!(*dropped_on.lock().unwrap(), Some(owner));
+    assert!(task.join().unwrap_err().is_cancelled());
+}

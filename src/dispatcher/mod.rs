@@ -107,6 +107,7 @@ use crate::coroutine;
 use crate::coroutine::stack::GuardedStack;
 use crate::loom::{Arc, Condvar, Mutex, lock};
 use crate::sys::timer::TimerFd;
+use crate::task::TaskRef;
 pub(crate) use shared::{Notifier, Remote, Shared};
 use std::os::fd::AsRawFd;
 use timer::{TimerKey, TimerTarget, Timers};
@@ -193,17 +194,6 @@ impl Drop for ElapsedUnwind {
     fn drop(&mut self) {
         self.owner.release();
     }
-}
-
-/// The body of a task, type-erased: run it, or cancel it before it starts.
-pub(crate) trait TaskBody {
-    /// Runs the task to completion (on its coroutine).
-    fn run(self: Box<Self>);
-    /// The task will never run: complete its join handle as cancelled.
-    fn cancel(self: Box<Self>);
-    /// The task cannot start (no stack): complete its join handle with
-    /// `message` as the panic.
-    fn fail(self: Box<Self>, message: String);
 }
 
 // ---------------------------------------------------------------------------
@@ -437,7 +427,7 @@ impl ParkState {
 }
 
 /// A task that has not started: its body, and the stack `try_go` reserved.
-type Unstarted = (Box<dyn TaskBody>, Option<GuardedStack>);
+type Unstarted = (TaskRef, Option<GuardedStack>);
 
 struct Slot {
     park: ParkState,
@@ -791,25 +781,21 @@ impl Dispatcher {
         &self.shared
     }
 
-    /// Queues a task; it starts when the loop reaches it. `stack` is a stack
-    /// reserved in advance (`try_go`), or `None` to take one at start.
-    pub(crate) fn spawn(&self, body: Box<dyn TaskBody>, stack: Option<GuardedStack>) -> (u32, u64) {
-        let mut core = self.core.borrow_mut();
-        core.allocate_slot(Some((body, stack)))
-    }
-
-    /// Like [`spawn`](Self::spawn), for a body that needs to know its own
-    /// slot and task id: `make` gets them before the task is queued.
+    /// Queues a task; it starts when the loop reaches it. `make` gets the
+    /// task's slot and id and returns its body; `stack` is a stack reserved
+    /// in advance (`try_go`), or `None` to take one at start. Returns the
+    /// slot and id.
     pub(crate) fn spawn_with(
         &self,
-        make: impl FnOnce(u32, u64) -> Box<dyn TaskBody>,
+        make: impl FnOnce(u32, u64) -> TaskRef,
         stack: Option<GuardedStack>,
-    ) {
+    ) -> (u32, u64) {
         let (index, task_id) = self.core.borrow_mut().allocate_slot(None);
         // Nothing runs between the reservation and this store (same thread),
         // so the loop never sees the slot empty.
         let body = make(index, task_id);
         self.core.borrow_mut().slots[index as usize].unstarted = Some((body, stack));
+        (index, task_id)
     }
 
     /// Cancels task `task_id` in slot `index` (see `GoTask::cancel`).
@@ -1584,15 +1570,15 @@ fn split_token(token: Token) -> (usize, u32) {
 }
 
 /// First code on a task's stack.
-fn task_entry(index: u32, yielder: &Yielder<(), ()>, body: Box<dyn TaskBody>) {
+fn task_entry(index: u32, yielder: &Yielder<(), ()>, body: TaskRef) {
     with_current(|dispatcher| dispatcher.set_yielder(index, yielder));
-    // `TaskBody::run` catches the user's panics and hands them to the joiner.
+    // `TaskRef::run` catches the user's panics and hands them to the joiner.
     body.run();
 }
 
 /// A task that could not get a stack completes with the stack error as its
 /// panic, so `wait` re-raises it and `join` reports it.
-fn fail_to_start(body: Box<dyn TaskBody>, error: io::Error) {
+fn fail_to_start(body: TaskRef, error: io::Error) {
     body.fail(format!("nimgo: cannot start a task: {error}"));
 }
 

@@ -3,29 +3,36 @@
 //!
 //! # The join hand-off
 //!
-//! A task and its [`GoTask`] share a `JoinState`: a mutex around the
-//! result and the waiters (the joiner, and any number of [`wait_any`]
-//! callers). The task, when it ends, stores its result and takes every
-//! waiter under the lock, then wakes them after unlocking. A waiter takes
-//! the result if present, or adds its waker under the same lock and parks;
+//! A task and its [`GoTask`] share a `JoinState`: a result slot, the task's
+//! location (for cancels), and the waiters (the joiner, and any number of
+//! [`wait_any`] callers), ordered by one atomic state word. The task, when
+//! it ends, stores its result and sets `FINISHED`; only if a waiter was
+//! ever added (`WAITING`) does it lock the waiters and wake them, after
+//! unlocking. A waiter takes the result if `FINISHED`, or adds its waker
+//! under the lock, sets `WAITING`, and parks unless that found `FINISHED`;
 //! it removes its own entry (its waker is unique among them) when it stops
-//! waiting, normally or by unwinding. Either a waiter sees the result, or
-//! the task sees the waker: the wake-up cannot be lost, whichever thread
-//! each side runs on. `finished` mirrors "result stored" for lock-free
-//! `is_finished`.
+//! waiting, normally or by unwinding. Either a waiter sees `FINISHED`, or
+//! the task sees `WAITING` and takes the lock after the waiter added
+//! itself: the wake-up cannot be lost, whichever thread each side runs on.
+//! A task spawned and joined without ever parking its joiner costs three
+//! atomic read-modify-writes and no lock. `JoinState`'s docs give the
+//! rules for each bit.
+//!
+//! The join state and the task's closure share one allocation, the task
+//! cell (`cell.rs`, which also gives the safety argument of that sharing).
+
+mod cell;
 
 use std::any::Any;
 use std::fmt;
 use std::io;
-use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::coroutine::{self, stack::GuardedStack};
-use crate::dispatcher::{
-    self, CancelUnwind, Dispatcher, ElapsedUnwind, Remote, Shared, TaskBody, Waker, Wakeup,
-};
-use crate::loom::{Arc, AtomicBool, Mutex, Ordering, lock};
+use crate::dispatcher::{self, Dispatcher, ElapsedUnwind, Remote, Shared, Waker, Wakeup};
+use crate::loom::{Arc, AtomicU8, Mutex, Ordering, UnsafeCell, lock};
+pub(crate) use cell::{JoinRef, TaskRef, new_join};
 
 /// Why a task produced no value.
 pub enum JoinError {
@@ -110,42 +117,52 @@ impl From<Elapsed> for io::Error {
     }
 }
 
-/// The wakers waiting for one task. The first is kept inline and any more
-/// (two `wait_any` callers on one task) boxed, so the join state stays small
-/// enough for the allocator's fast bins. A waiter is removed by comparing
-/// wakers: one context parks in one place at a time, so its waker is unique
-/// among the waiters.
+/// The wakers waiting for one task: the joiner, or any number of
+/// `wait_any` callers. One is kept inline and more are boxed, so the join
+/// state stays small enough for the allocator's fast bins (the enum fits in
+/// a `Waker`'s 24 bytes). A waiter is removed by comparing wakers: one
+/// context parks in one place at a time, so its waker is unique among the
+/// waiters.
 #[derive(Default)]
-struct Waiters {
-    first: Option<Waker>,
-    // Boxed on purpose: 8 bytes instead of a `Vec`'s 24 in every join state,
-    // for a list that is almost always empty.
+enum Waiters {
+    #[default]
+    None,
+    One(Waker),
+    // Boxed on purpose: 8 bytes that fit beside a `Waker`'s tag, for a list
+    // that is almost never needed.
     #[allow(clippy::box_collection)]
-    others: Option<Box<Vec<Waker>>>,
+    Many(Box<Vec<Waker>>),
 }
 
 impl Waiters {
     fn add(&mut self, waker: Waker) {
-        if self.first.is_none() {
-            self.first = Some(waker);
-        } else {
-            self.others.get_or_insert_default().push(waker);
+        match self {
+            Self::None => *self = Self::One(waker),
+            Self::One(_) => {
+                let Self::One(first) = std::mem::take(self) else {
+                    unreachable!()
+                };
+                *self = Self::Many(Box::new(vec![first, waker]));
+            }
+            Self::Many(wakers) => wakers.push(waker),
         }
     }
 
     fn remove(&mut self, waker: &Waker) {
-        if self
-            .first
-            .as_ref()
-            .is_some_and(|first| first.will_wake(waker))
-        {
-            self.first = None;
-        } else if let Some(others) = &mut self.others
-            && let Some(position) = others.iter().position(|other| other.will_wake(waker))
-        {
-            // One entry only: equal wakers wake the same thing, and nested
-            // parks of the root can hold two.
-            others.swap_remove(position);
+        match self {
+            Self::None => {}
+            Self::One(first) => {
+                if first.will_wake(waker) {
+                    *self = Self::None;
+                }
+            }
+            Self::Many(wakers) => {
+                if let Some(position) = wakers.iter().position(|other| other.will_wake(waker)) {
+                    // One entry only: equal wakers wake the same thing, and
+                    // nested parks of the root can hold two.
+                    wakers.swap_remove(position);
+                }
+            }
         }
     }
 
@@ -156,32 +173,73 @@ impl Waiters {
 
     /// Wakes every waiter (call after the lock is released).
     fn wake_all(self) {
-        if let Some(waker) = self.first {
-            waker.wake();
-        }
-        for waker in self.others.into_iter().flat_map(|others| *others) {
-            waker.wake();
+        match self {
+            Self::None => {}
+            Self::One(waker) => waker.wake(),
+            Self::Many(wakers) => wakers.into_iter().for_each(Waker::wake),
         }
     }
 }
 
-struct JoinInner<T> {
-    result: Option<Result<T, JoinError>>,
-    waiters: Waiters,
-    /// Where the task runs, once a dispatcher has taken it (a runtime task
-    /// waits in a queue first; a `spawn_blocking` job never has one).
-    location: Option<TaskLocation>,
-    /// A cancel came; whoever places the task later must cancel it.
-    cancel_requested: bool,
-}
+/// `JoinState::state` bit: the result slot belongs to one completer.
+const CLAIMED: u8 = 1;
+/// `JoinState::state` bit: the result is stored (published by this bit).
+const FINISHED: u8 = 2;
+/// `JoinState::state` bit: the result slot belongs to one taker.
+const TAKEN: u8 = 4;
+/// `JoinState::state` bit: a waiter was added; the completer must lock the
+/// waiters and wake them.
+const WAITING: u8 = 8;
+/// `JoinState::state` bit: the location is stored (published by this bit).
+const PLACED: u8 = 16;
+/// `JoinState::state` bit: a cancel came; whoever places the task later
+/// must cancel it.
+const CANCEL_REQUESTED: u8 = 32;
 
+/// The join hand-off of one task (see the module docs).
+///
+/// One atomic word orders everything; the waiters alone have a lock, taken
+/// only by waiters and by a completer that finds `WAITING`. Each bit is set
+/// once, by a read-modify-write, so every decision reads the latest state.
+///
+/// - `result` is written by the one caller whose `fetch_or(CLAIMED)` found
+///   the bit clear, before it sets `FINISHED` (release); it is read by the
+///   one caller whose `fetch_or(TAKEN)` found `FINISHED` set and `TAKEN`
+///   clear (acquire). So at most one writer, then at most one reader, in
+///   that order.
+/// - `location` is written before `PLACED` is set (release), at creation
+///   or by the one `place` call, and only read once `PLACED` was seen
+///   (acquire); it never changes after.
+/// - A waiter adds its waker under the lock, then sets `WAITING`; the
+///   completer sets `FINISHED`, then, if `WAITING` was set, takes the
+///   waiters under the lock. Whichever read-modify-write comes second sees
+///   the other's bit: either the waiter sees `FINISHED` (and does not
+///   park), or the completer sees `WAITING` and its lock follows the
+///   waiter's registration. No wake-up is lost, on any thread.
+/// - `place` and `request_cancel` race the same way on `PLACED` and
+///   `CANCEL_REQUESTED`: either the cancel finds the location, or `place`
+///   finds the cancel.
 pub(crate) struct JoinState<T> {
-    inner: Mutex<JoinInner<T>>,
-    finished: AtomicBool,
+    state: AtomicU8,
     /// The job runs off any dispatcher (a `spawn_blocking` job): a cancel
     /// completes the handle at once and the job runs on, its result dropped.
     completes_on_cancel: bool,
+    result: UnsafeCell<Option<Result<T, JoinError>>>,
+    /// Where the task runs, once a dispatcher has taken it (a runtime task
+    /// waits in a queue first; a `spawn_blocking` job never has one).
+    location: UnsafeCell<Option<TaskLocation>>,
+    waiters: Mutex<Waiters>,
 }
+
+// SAFETY: the two `UnsafeCell` slots are only accessed as the type's docs
+// say: the result by one writer then one reader, ordered by `state`; the
+// location written before `PLACED` is published and only read after. The
+// result moves between threads, hence `T: Send`; everything else is atomic,
+// locked, or `Send + Sync` (`TaskLocation`, `Waker`).
+unsafe impl<T: Send> Sync for JoinState<T> {}
+// SAFETY: the fields are `Send` when `T` is (`UnsafeCell<X>` is `Send` when
+// `X` is; the loom shim's is not, hence the impl).
+unsafe impl<T: Send> Send for JoinState<T> {}
 
 impl<T> JoinState<T> {
     pub(crate) fn new() -> Self {
@@ -189,17 +247,14 @@ impl<T> JoinState<T> {
     }
 
     /// A handle for a task already placed at `location` (a local `go`): no
-    /// lock is needed to place it later.
+    /// `place` is needed later.
     fn with_location(location: Option<TaskLocation>) -> Self {
         Self {
-            inner: Mutex::new(JoinInner {
-                result: None,
-                waiters: Waiters::default(),
-                location,
-                cancel_requested: false,
-            }),
-            finished: AtomicBool::new(false),
+            state: AtomicU8::new(if location.is_some() { PLACED } else { 0 }),
             completes_on_cancel: false,
+            result: UnsafeCell::new(None),
+            location: UnsafeCell::new(location),
+            waiters: Mutex::new(Waiters::default()),
         }
     }
 
@@ -212,107 +267,118 @@ impl<T> JoinState<T> {
         }
     }
 
-    /// Like [`complete`](Self::complete), but keeps an earlier result (a
-    /// cancel that already completed the handle). Returns whether it stored.
+    /// Stores the task's result and wakes its waiters, unless a result was
+    /// stored already (a cancel that completed a blocking job's handle).
+    /// Returns whether it stored.
     pub(crate) fn complete_if_pending(&self, result: Result<T, JoinError>) -> bool {
-        let waiters = {
-            let mut inner = lock(&self.inner);
-            if self.finished.load(Ordering::Acquire) {
-                return false;
-            }
-            inner.result = Some(result);
-            self.finished.store(true, Ordering::Release);
-            inner.waiters.take_all()
-        };
-        waiters.wake_all();
-        true
-    }
-
-    /// Records where the task runs. Returns `false` if it was cancelled
-    /// before being placed: the caller must then cancel it at once.
-    ///
-    /// The cancel flag and the location share one lock, so a cancel racing
-    /// the placement either finds the location or leaves the flag for this
-    /// check: it is never lost.
-    pub(crate) fn place(&self, shared: Arc<Shared>, index: u32, task_id: u64) -> bool {
-        let mut inner = lock(&self.inner);
-        if inner.cancel_requested {
+        if self.state.fetch_or(CLAIMED, Ordering::Acquire) & CLAIMED != 0 {
             return false;
         }
-        inner.location = Some(TaskLocation {
-            shared,
-            index,
-            task_id,
-        });
+        // SAFETY: our `fetch_or` set `CLAIMED`, so we are the one writer of
+        // the slot, and no reader touches it before `FINISHED`, set below
+        // (see the type's docs).
+        self.result.with_mut(|slot| unsafe { *slot = Some(result) });
+        let state = self.state.fetch_or(FINISHED, Ordering::AcqRel);
+        if state & WAITING != 0 {
+            let waiters = lock(&self.waiters).take_all();
+            waiters.wake_all();
+        }
         true
-    }
-
-    /// Whether a cancel was requested (for tasks that have no location).
-    pub(crate) fn cancel_requested(&self) -> bool {
-        lock(&self.inner).cancel_requested
-    }
-
-    /// Marks the task cancelled and returns where it runs, if placed.
-    fn request_cancel(&self) -> Option<TaskLocation> {
-        let mut inner = lock(&self.inner);
-        inner.cancel_requested = true;
-        inner.location.clone()
     }
 
     /// Stores the task's result and wakes its waiters.
     pub(crate) fn complete(&self, result: Result<T, JoinError>) {
-        let waiters = {
-            let mut inner = lock(&self.inner);
-            inner.result = Some(result);
-            self.finished.store(true, Ordering::Release);
-            inner.waiters.take_all()
-        };
-        waiters.wake_all();
+        let stored = self.complete_if_pending(result);
+        debug_assert!(stored, "a task completes once");
+    }
+
+    /// Records where the task runs. Returns `false` if it was cancelled
+    /// before being placed: the caller must then cancel it at once.
+    pub(crate) fn place(&self, shared: Arc<Shared>, index: u32, task_id: u64) -> bool {
+        let state = self.state.load(Ordering::Acquire);
+        if state & (PLACED | CANCEL_REQUESTED) != 0 {
+            return state & CANCEL_REQUESTED == 0;
+        }
+        // SAFETY: `PLACED` is clear, so nobody reads the slot yet, and the
+        // one `place` call per task (its dispatcher's `Job::start`) is the
+        // only writer after creation (see the type's docs).
+        self.location.with_mut(|slot| unsafe {
+            *slot = Some(TaskLocation {
+                shared,
+                index,
+                task_id,
+            });
+        });
+        self.state.fetch_or(PLACED, Ordering::AcqRel) & CANCEL_REQUESTED == 0
+    }
+
+    /// Whether a cancel was requested (for tasks that have no location).
+    pub(crate) fn cancel_requested(&self) -> bool {
+        self.state.load(Ordering::Acquire) & CANCEL_REQUESTED != 0
+    }
+
+    /// Marks the task cancelled and returns where it runs, if placed.
+    pub(crate) fn request_cancel(&self) -> Option<&TaskLocation> {
+        if self.state.fetch_or(CANCEL_REQUESTED, Ordering::AcqRel) & PLACED == 0 {
+            return None;
+        }
+        // SAFETY: `PLACED` was set, so the slot was written before (release,
+        // and our `fetch_or` acquires) and is never written again; only
+        // shared references to it are made.
+        self.location.with(|slot| unsafe { (*slot).as_ref() })
     }
 
     pub(crate) fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & FINISHED != 0
     }
 
-    /// Takes the result, or adds `waker` to the waiters and gives it back.
-    fn take_or_wait(&self, waker: Waker) -> Result<Result<T, JoinError>, Waker> {
-        let mut inner = lock(&self.inner);
-        match inner.result.take() {
-            Some(result) => Ok(result),
-            None => {
-                inner.waiters.add(waker.clone());
-                Err(waker)
-            }
+    /// Takes the result if it is there (and was not taken).
+    fn try_take(&self) -> Option<Result<T, JoinError>> {
+        if !self.is_finished() || self.state.fetch_or(TAKEN, Ordering::Acquire) & TAKEN != 0 {
+            return None;
         }
+        // SAFETY: `FINISHED` was set (so the writer is done, and our acquire
+        // loads see its write) and our `fetch_or` set `TAKEN`: we are the
+        // slot's one reader (see the type's docs).
+        self.result.with_mut(|slot| unsafe { (*slot).take() })
     }
 
-    /// Adds `waker` unless the task already finished.
-    fn add_waiter(&self, waker: &Waker) -> bool {
-        let mut inner = lock(&self.inner);
-        if self.finished.load(Ordering::Acquire) {
+    /// Adds `waker` to the waiters unless the task already finished.
+    pub(crate) fn add_waiter(&self, waker: &Waker) -> bool {
+        let mut waiters = lock(&self.waiters);
+        if self.is_finished() {
             return false;
         }
-        inner.waiters.add(waker.clone());
+        waiters.add(waker.clone());
+        if self.state.fetch_or(WAITING, Ordering::AcqRel) & FINISHED != 0 {
+            // Finished meanwhile: its completer may have taken the waiters
+            // already, or will find this one; either way, do not park.
+            waiters.remove(waker);
+            return false;
+        }
         true
     }
 
-    fn remove_waiter(&self, waker: &Waker) {
-        lock(&self.inner).waiters.remove(waker);
+    pub(crate) fn remove_waiter(&self, waker: &Waker) {
+        lock(&self.waiters).remove(waker);
     }
 
     /// Waits for the result: parks the caller until the task finishes or
     /// `deadline` passes (`None` on timeout).
     pub(crate) fn join(&self, deadline: Option<Instant>) -> Option<Result<T, JoinError>> {
         loop {
-            let waker = match self.take_or_wait(dispatcher::current_waker()) {
-                Ok(result) => return Some(result),
-                Err(waker) => waker,
-            };
+            if self.is_finished() {
+                return self.try_take();
+            }
+            let waker = dispatcher::current_waker();
+            if !self.add_waiter(&waker) {
+                continue;
+            }
             let registered = RemoveWaiter { join: self, waker };
             let wakeup = dispatcher::park(deadline);
             drop(registered);
             if wakeup == Wakeup::TimedOut {
-                return lock(&self.inner).result.take();
+                return self.try_take();
             }
         }
     }
@@ -333,7 +399,7 @@ impl<T> Drop for RemoveWaiter<'_, T> {
 
 /// Where a task lives, for cancellation.
 #[derive(Clone)]
-struct TaskLocation {
+pub(crate) struct TaskLocation {
     shared: Arc<Shared>,
     index: u32,
     task_id: u64,
@@ -350,9 +416,15 @@ struct TaskLocation {
 /// assert!(!task.is_finished()); // tasks start when the loop runs them
 /// assert_eq!(task.wait(), 42);
 /// ```
+///
+/// The closure need not be `Send` for the handle to be, but the result must:
+///
+/// ```compile_fail
+/// fn is_send<X: Send>(_: X) {}
+/// is_send(nimgo::go(|| std::rc::Rc::new(1)));
+/// ```
 pub struct GoTask<T> {
-    join: Arc<JoinState<T>>,
-    _result: PhantomData<T>,
+    join: JoinRef<T>,
 }
 
 impl<T> fmt::Debug for GoTask<T> {
@@ -360,35 +432,6 @@ impl<T> fmt::Debug for GoTask<T> {
         f.debug_struct("GoTask")
             .field("finished", &self.is_finished())
             .finish()
-    }
-}
-
-struct Spawned<F, T> {
-    function: F,
-    join: Arc<JoinState<T>>,
-}
-
-impl<F: FnOnce() -> T, T> TaskBody for Spawned<F, T> {
-    fn run(self: Box<Self>) {
-        let Spawned { function, join } = *self;
-        let result = match panic::catch_unwind(AssertUnwindSafe(function)) {
-            Ok(value) => Ok(value),
-            Err(payload) if payload.is::<CancelUnwind>() => Err(JoinError::Cancelled),
-            Err(payload) => Err(JoinError::Panicked(payload)),
-        };
-        join.complete(result);
-    }
-
-    fn cancel(self: Box<Self>) {
-        let Spawned { function, join } = *self;
-        join.complete(Err(JoinError::Cancelled));
-        drop_quietly(function);
-    }
-
-    fn fail(self: Box<Self>, message: String) {
-        let Spawned { function, join } = *self;
-        join.complete(Err(JoinError::Panicked(Box::new(message))));
-        drop_quietly(function);
     }
 }
 
@@ -415,13 +458,14 @@ where
     let mut handle = None;
     dispatcher.spawn_with(
         |index, task_id| {
-            let join = Arc::new(JoinState::with_location(Some(TaskLocation {
+            let join = JoinState::with_location(Some(TaskLocation {
                 shared: dispatcher.shared().clone(),
                 index,
                 task_id,
-            })));
-            handle = Some(GoTask::from_join(join.clone()));
-            Box::new(Spawned { function, join })
+            }));
+            let (body, join) = cell::new_task(function, join);
+            handle = Some(GoTask::from_join(join));
+            body
         },
         stack,
     );
@@ -436,33 +480,13 @@ where
 /// [`JoinError::Cancelled`]), so a job lost in a queue at shutdown never
 /// leaves a joiner hanging.
 #[cfg_attr(loom, allow(dead_code))] // the runtime is not built under loom
-pub(crate) struct Job(Option<Box<dyn StartJob>>);
+pub(crate) struct Job(TaskRef);
 
-/// The type-erased half of a [`Job`]: start it on a dispatcher, or cancel it.
-#[cfg_attr(loom, allow(dead_code))]
-trait StartJob: Send {
-    fn start(self: Box<Self>, dispatcher: &Dispatcher);
-    fn cancel_unstarted(self: Box<Self>);
-}
-
-impl<F, T> StartJob for Spawned<F, T>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    fn start(self: Box<Self>, dispatcher: &Dispatcher) {
-        let join = self.join.clone();
-        let (index, task_id) = dispatcher.spawn(self, None);
-        if !join.place(dispatcher.shared().clone(), index, task_id) {
-            // Cancelled while it waited in a queue: it must never run.
-            dispatcher.cancel(index, task_id);
-        }
-    }
-
-    fn cancel_unstarted(self: Box<Self>) {
-        TaskBody::cancel(self);
-    }
-}
+// SAFETY: `Job::new` is the only constructor and requires `F: Send` and
+// `T: Send`: the closure may then be run or dropped (cancelled) on whichever
+// thread ends up holding the job, and the result stored from there. The
+// `TaskRef` it wraps is `!Send` only because closures in general may be.
+unsafe impl Send for Job {}
 
 #[cfg_attr(loom, allow(dead_code))]
 impl Job {
@@ -472,27 +496,33 @@ impl Job {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let join = Arc::new(JoinState::new());
-        let body = Box::new(Spawned {
-            function,
-            join: join.clone(),
-        });
-        (Self(Some(body)), GoTask::from_join(join))
+        let (body, join) = cell::new_task(function, JoinState::new());
+        (Self(body), GoTask::from_join(join))
+    }
+
+    /// Runs the job on the calling thread, with no dispatcher (the loom
+    /// model of the task cell).
+    #[cfg(loom)]
+    pub(crate) fn run_here(self) {
+        self.0.run();
     }
 
     /// Makes the job a task of `dispatcher` (queued there, not run yet).
     /// A job cancelled while queued is cancelled at once instead.
-    pub(crate) fn start(mut self, dispatcher: &Dispatcher) {
-        if let Some(body) = self.0.take() {
-            body.start(dispatcher);
-        }
-    }
-}
-
-impl Drop for Job {
-    fn drop(&mut self) {
-        if let Some(body) = self.0.take() {
-            body.cancel_unstarted();
+    pub(crate) fn start(self, dispatcher: &Dispatcher) {
+        let mut placed = true;
+        let (index, task_id) = dispatcher.spawn_with(
+            |index, task_id| {
+                // The cancel flag is checked under the join state's lock: a
+                // cancel from now on finds the location instead.
+                placed = self.0.place(dispatcher.shared().clone(), index, task_id);
+                self.0
+            },
+            None,
+        );
+        if !placed {
+            // Cancelled while it waited in a queue: it must never run.
+            dispatcher.cancel(index, task_id);
         }
     }
 }
@@ -555,11 +585,8 @@ where
 impl<T> GoTask<T> {
     /// A handle on `join`; the task is placed later with
     /// [`JoinState::place`] (or never, for jobs that run off-dispatcher).
-    pub(crate) fn from_join(join: Arc<JoinState<T>>) -> Self {
-        Self {
-            join,
-            _result: PhantomData,
-        }
+    pub(crate) fn from_join(join: JoinRef<T>) -> Self {
+        Self { join }
     }
 
     /// Waits for the task and returns its value (NimGo's `wait`). Inside a
@@ -645,8 +672,8 @@ impl<T> GoTask<T> {
             return;
         }
         let location = self.join.request_cancel();
-        let Some(TaskLocation {
-            shared,
+        let Some(&TaskLocation {
+            ref shared,
             index,
             task_id,
         }) = location
@@ -659,7 +686,7 @@ impl<T> GoTask<T> {
             return;
         };
         let local = dispatcher::with_current(|dispatcher| {
-            if Arc::ptr_eq(dispatcher.shared(), &shared) {
+            if Arc::ptr_eq(dispatcher.shared(), shared) {
                 dispatcher.cancel(index, task_id);
                 true
             } else {
