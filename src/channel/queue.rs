@@ -89,6 +89,13 @@ impl<T> Slot<T> {
         self.0.with_mut(|slot| unsafe { *slot = Some(value) });
     }
 
+    /// Whether the slot is empty; `&mut self` proves no one else can touch
+    /// it.
+    fn is_empty(&mut self) -> bool {
+        // SAFETY: `&mut self` is exclusive access to the cell.
+        self.0.with(|slot| unsafe { (*slot).is_none() })
+    }
+
     /// # Safety
     ///
     /// The caller is the waiter's owner and has seen `done` set (with
@@ -148,17 +155,27 @@ impl<T> Parked<T> {
         self.done.store(true, Ordering::Release);
     }
 
-    /// A fresh waiter for the calling context, reusing `spare`'s allocation
-    /// when no one else holds it any more.
-    fn renew(spare: &mut Option<Arc<Self>>) -> Arc<Self> {
-        let waker = dispatcher::current_waker();
-        if let Some(mut parked) = spare.take() {
-            if let Some(fresh) = Arc::get_mut(&mut parked) {
-                *fresh = Self::new(waker);
-                return parked;
+    /// A fresh waiter for the calling context. Reuses the allocation (and
+    /// the waker's handle on the dispatcher) of the call's own earlier
+    /// waiter, or else of the channel's `spare` (a waiter completed and
+    /// woken on this thread, see [`State::wake_single`]), when no one else
+    /// holds it any more: the common park then allocates nothing and
+    /// touches no reference count but its own.
+    fn renew(
+        call_spare: &mut Option<Arc<Self>>,
+        channel_spare: &mut Option<Arc<Self>>,
+    ) -> Arc<Self> {
+        for spare in [call_spare, channel_spare] {
+            if let Some(parked) = spare
+                && let Some(fresh) = Arc::get_mut(parked)
+                && fresh.slot.is_empty()
+            {
+                fresh.done = AtomicBool::new(false);
+                fresh.waker.renew();
+                return spare.take().expect("checked just above");
             }
         }
-        Arc::new(Self::new(waker))
+        Arc::new(Self::new(dispatcher::current_waker()))
     }
 }
 
@@ -236,6 +253,9 @@ pub(crate) struct State<T> {
     receivers: VecDeque<Waiter<T>>,
     senders: VecDeque<(Waiter<T>, T)>,
     delivered: Vec<(Arc<Signal>, T)>,
+    /// A completed single waiter kept for the next park (see
+    /// [`State::wake_single`]).
+    spare: Option<Arc<Parked<T>>>,
 }
 
 /// One channel, shared by all its handles.
@@ -282,7 +302,7 @@ impl<T> State<T> {
             {
                 Waiter::Single(parked) => {
                     parked.complete(Some(value));
-                    Wake::Single(parked)
+                    self.wake_single(parked)
                 }
                 Waiter::Select(entry) => {
                     self.delivered.push((entry.signal, value));
@@ -292,6 +312,22 @@ impl<T> State<T> {
         )
     }
 
+    /// The wake-up of a single waiter just completed under the lock. One on
+    /// this very thread is woken at once (no message, no lock) and its
+    /// waiter kept as the channel's spare for the next park, when there is
+    /// room; any other is woken after the lock is released.
+    ///
+    /// Keeping it costs nothing under the lock: no destructor runs (a
+    /// spare already there stays, and this one is woken later as usual).
+    fn wake_single(&mut self, parked: Arc<Parked<T>>) -> Wake<T> {
+        if self.spare.is_none() && parked.waker.wake_local() {
+            self.spare = Some(parked);
+            Wake::Nobody
+        } else {
+            Wake::Single(parked)
+        }
+    }
+
     /// Takes the value of the first sender that can give it up.
     fn take_sender(&mut self) -> Option<(T, Wake<T>)> {
         let (position, waker) = first_completable(&self.senders, |(waiter, _)| waiter)?;
@@ -299,7 +335,7 @@ impl<T> State<T> {
         let wake = match waiter {
             Waiter::Single(parked) => {
                 parked.complete(None);
-                Wake::Single(parked)
+                self.wake_single(parked)
             }
             Waiter::Select(_) => Wake::Select(waker.expect("a select entry was selected")),
         };
@@ -456,6 +492,7 @@ impl<T> Chan<T> {
                 senders: VecDeque::new(),
                 delivered: Vec::new(),
                 closed: false,
+                spare: None,
             }),
             capacity,
         }
@@ -478,6 +515,9 @@ impl<T> Chan<T> {
         spin_end: &mut Option<Instant>,
         deadline: Option<Instant>,
     ) -> (ChannelGuard<'a, State<T>>, bool) {
+        if !dispatcher::may_spin() {
+            return (state, false);
+        }
         let version = ChannelLock::version_after(&state);
         drop(state);
         dispatcher::spin_before_park(spin_end, deadline, || self.state.changed_since(version));
@@ -542,7 +582,7 @@ impl<T> Chan<T> {
             if retry {
                 continue;
             }
-            let parked = Parked::renew(&mut spare);
+            let parked = Parked::renew(&mut spare, &mut state.spare);
             state
                 .senders
                 .push_back((Waiter::Single(parked.clone()), value));
@@ -590,7 +630,7 @@ impl<T> Chan<T> {
             if retry {
                 continue;
             }
-            let parked = Parked::renew(&mut spare);
+            let parked = Parked::renew(&mut spare, &mut state.spare);
             state.receivers.push_back(Waiter::Single(parked.clone()));
             drop(state);
             let wakeup = self.park(&parked, true, deadline);

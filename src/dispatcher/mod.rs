@@ -233,30 +233,71 @@ impl Waker {
 
     /// Wakes the context without consuming the waker.
     pub(crate) fn wake_by_ref(&self) {
+        if self.wake_local() {
+            return;
+        }
         match self {
             Self::Context {
                 shared,
                 index,
                 epoch,
-            } => {
-                let handled = with_current(|dispatcher| {
-                    if Arc::ptr_eq(&dispatcher.shared, shared) {
-                        if let Ok(mut core) = dispatcher.core.try_borrow_mut() {
-                            core.wake(*index, *epoch, WakeReason::Woken);
-                            return true;
-                        }
-                    }
-                    false
-                });
-                if handled != Some(true) {
-                    shared.push(Remote::Wake {
-                        index: *index,
-                        epoch: *epoch,
-                    });
-                }
-            }
+            } => shared.push(Remote::Wake {
+                index: *index,
+                epoch: *epoch,
+            }),
             Self::Thread(parker) => parker.unpark(),
         }
+    }
+
+    /// Wakes the context if it belongs to the calling thread's dispatcher,
+    /// directly (no message, no lock); returns `false`, having done nothing,
+    /// otherwise.
+    pub(crate) fn wake_local(&self) -> bool {
+        let Self::Context {
+            shared,
+            index,
+            epoch,
+        } = self
+        else {
+            return false;
+        };
+        with_current(|dispatcher| {
+            if Arc::ptr_eq(&dispatcher.shared, shared)
+                && let Ok(mut core) = dispatcher.core.try_borrow_mut()
+            {
+                core.wake(*index, *epoch, WakeReason::Woken);
+                return true;
+            }
+            false
+        })
+        .unwrap_or(false)
+    }
+
+    /// Turns this waker into the calling context's waker for its next park
+    /// (what [`current_waker`] returns), reusing its handle on the
+    /// dispatcher when that is the caller's: no reference-count traffic.
+    pub(crate) fn renew(&mut self) {
+        if let Self::Context {
+            shared,
+            index,
+            epoch,
+        } = self
+        {
+            let renewed = with_current(|dispatcher| {
+                if !Arc::ptr_eq(&dispatcher.shared, shared) {
+                    return false;
+                }
+                let mut core = dispatcher.core.borrow_mut();
+                let current = core.current;
+                *index = current;
+                *epoch = core.park_state(current).epoch;
+                true
+            });
+            if renewed == Some(true) {
+                return;
+            }
+        }
+        *self = current_waker();
     }
 
     /// Whether both wakers wake the same park of the same context.
@@ -842,24 +883,17 @@ impl Dispatcher {
         !self.core.borrow().ready.is_empty()
     }
 
-    /// When a spin before a park must end at the latest (`end`, or the
-    /// next timer), or `None` if this thread has other work and must not
-    /// spin at all. See [`spin_before_park`].
+    /// Whether this thread has nothing to run but the caller (see
+    /// [`may_spin`]): no ready task, no ready root, no deferred
+    /// interruption, no inbox message.
     #[cfg(not(loom))]
-    fn spin_end(&self, end: Instant) -> Option<Instant> {
+    fn has_nothing_else(&self) -> bool {
         let core = self.core.borrow();
         let root_ready = core.current != ROOT && core.root.run == RunState::Ready;
-        if !core.ready.is_empty()
-            || root_ready
-            || !core.deferred_interrupts.is_empty()
-            || self.shared.has_pending()
-        {
-            return None;
-        }
-        Some(match core.timers.next_deadline() {
-            Some(timer) => timer.min(end),
-            None => end,
-        })
+        core.ready.is_empty()
+            && !root_ready
+            && core.deferred_interrupts.is_empty()
+            && !self.shared.has_pending()
     }
 
     /// Number of tasks spawned on this dispatcher and not finished.
@@ -1624,10 +1658,9 @@ pub(crate) fn park(deadline: Option<Instant>) -> Wakeup {
 #[cfg(not(loom))]
 const SPIN_BEFORE_PARK: Duration = Duration::from_micros(4);
 
-/// Spins while `done()` is false, as long as the calling thread has nothing
-/// else to do, and up to a spin deadline shared by all the spins of one
-/// blocking call (`spin_end`, set by the first). Returns whether `done()`
-/// turned true; `false` means "park now".
+/// Whether a blocking call of the calling thread may spin before it parks
+/// ([`spin_before_park`]): only if its thread has nothing else to do. Cheap
+/// (no clock read): callers ask before giving up their lock to spin.
 ///
 /// "Nothing else to do": no ready task, no root context ready to run, no
 /// inbox message (checked on every spin, so a wake-up or cancel from
@@ -1638,6 +1671,26 @@ const SPIN_BEFORE_PARK: Duration = Duration::from_micros(4);
 /// dispatcher's thread spins only if other threads have dispatchers too
 /// (otherwise a counterpart that could act meanwhile is a rare plain
 /// thread, and the spin would mostly delay this thread's timers and I/O).
+pub(crate) fn may_spin() -> bool {
+    #[cfg(loom)]
+    {
+        false
+    }
+    #[cfg(not(loom))]
+    {
+        with_current(|dispatcher| {
+            LIVE_DISPATCHERS.load(std::sync::atomic::Ordering::Relaxed) > 1
+                && dispatcher.has_nothing_else()
+        })
+        .unwrap_or(true)
+    }
+}
+
+/// Spins while `done()` is false, as long as the calling thread has nothing
+/// else to do ([`may_spin`]), and up to a spin deadline shared by all the
+/// spins of one blocking call (`spin_end`, set by the first) or the call's
+/// own `deadline`. Returns whether `done()` turned true; `false` means
+/// "park now".
 pub(crate) fn spin_before_park(
     spin_end: &mut Option<Instant>,
     deadline: Option<Instant>,
@@ -1659,11 +1712,15 @@ pub(crate) fn spin_before_park(
         if now >= end {
             return false;
         }
-        let spun = with_current(|dispatcher| match dispatcher.spin_end(end) {
-            Some(end) if LIVE_DISPATCHERS.load(std::sync::atomic::Ordering::Relaxed) > 1 => {
-                spin_until(end, &mut done, || dispatcher.shared.has_pending())
+        let spun = with_current(|dispatcher| {
+            if !dispatcher.has_nothing_else() {
+                return false;
             }
-            _ => false,
+            let end = match dispatcher.core.borrow().timers.next_deadline() {
+                Some(timer) => timer.min(end),
+                None => end,
+            };
+            spin_until(end, &mut done, || dispatcher.shared.has_pending())
         });
         match spun {
             Some(spun) => spun,
