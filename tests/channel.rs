@@ -205,6 +205,47 @@ fn a_blocked_recv_parks_only_its_coroutine() {
     });
 }
 
+/// Ping-pong between coroutines on two workers: every hand-off is a race
+/// between a receiver spinning before it parks and a sender on the other
+/// core, and the final close races a receiver too. A lost wake-up shows as
+/// a receive that times out (a liveness bound far above any hand-off, not
+/// a speed check).
+#[test]
+fn ping_pong_across_workers_loses_no_wake_up() {
+    const ROUNDS: u64 = 20_000;
+    const LOST: Duration = Duration::from_secs(20);
+    let runtime = Runtime::builder().workers(2).build().unwrap();
+    for capacity in [0, 1, 2] {
+        let ping = GoChannel::<u64>::bounded(capacity);
+        let pong = GoChannel::<u64>::bounded(capacity);
+        let echo = {
+            let (ping, pong) = (ping.clone(), pong.clone());
+            runtime.spawn_on(1, move || {
+                let mut echoed = 0;
+                loop {
+                    match ping.recv_timeout(LOST) {
+                        Ok(value) => pong.send(value + 1).unwrap(),
+                        Err(RecvTimeoutError::Closed) => return echoed,
+                        Err(RecvTimeoutError::Timeout) => panic!("lost wake-up (echo)"),
+                    }
+                    echoed += 1;
+                }
+            })
+        };
+        let driver = runtime.spawn_on(0, move || {
+            let mut value = 0;
+            for _ in 0..ROUNDS {
+                ping.send(value).unwrap();
+                value = pong.recv_timeout(LOST).expect("lost wake-up (driver)");
+            }
+            ping.close();
+            value
+        });
+        assert_eq!(driver.wait(), ROUNDS, "capacity {capacity}");
+        assert_eq!(echo.wait(), ROUNDS, "capacity {capacity}");
+    }
+}
+
 #[test]
 fn plain_threads_and_coroutines_of_several_threads_share_a_channel() {
     const PER_PRODUCER: u64 = 500;

@@ -48,6 +48,7 @@
 //! and [`with_timeout`](crate::with_timeout). A receive that is unwound after
 //! a value was handed to it gives the value back to the channel.
 
+mod buffer;
 pub mod errors;
 mod lock;
 mod queue;
