@@ -409,6 +409,44 @@ struct Scope {
     expired: bool,
 }
 
+/// The `with_timeout` scopes a context is in, innermost last. Boxed: most
+/// contexts never enter one, and every task slot carries the field.
+#[derive(Debug, Default)]
+struct Scopes(
+    // A thin pointer instead of a `Vec`'s three words, for a list that is
+    // usually absent.
+    #[allow(clippy::box_collection)] Option<Box<Vec<Scope>>>,
+);
+
+impl Scopes {
+    fn iter(&self) -> std::slice::Iter<'_, Scope> {
+        self.0.as_deref().map_or(&[][..], Vec::as_slice).iter()
+    }
+
+    fn iter_mut(&mut self) -> std::slice::IterMut<'_, Scope> {
+        self.0
+            .as_deref_mut()
+            .map_or(&mut [][..], Vec::as_mut_slice)
+            .iter_mut()
+    }
+
+    fn push(&mut self, scope: Scope) {
+        self.0.get_or_insert_default().push(scope);
+    }
+
+    /// Removes the scope `id`, if present.
+    fn remove(&mut self, id: u64) -> Option<Scope> {
+        let scopes = self.0.as_mut()?;
+        let position = scopes.iter().position(|scope| scope.id == id)?;
+        Some(scopes.remove(position))
+    }
+
+    /// Moves every scope out.
+    fn take_all(&mut self) -> Vec<Scope> {
+        self.0.take().map(|scopes| *scopes).unwrap_or_default()
+    }
+}
+
 #[derive(Debug)]
 struct ParkState {
     run: RunState,
@@ -416,7 +454,7 @@ struct ParkState {
     notified: bool,
     reason: WakeReason,
     timer: Option<TimerKey>,
-    scopes: Vec<Scope>,
+    scopes: Scopes,
     cancelled: bool,
     /// `cancelled`, or some scope expired: the next park must unwind. Kept
     /// so the hot path tests one flag.
@@ -437,7 +475,7 @@ impl ParkState {
             notified: false,
             reason: WakeReason::Woken,
             timer: None,
-            scopes: Vec::new(),
+            scopes: Scopes::default(),
             cancelled: false,
             interrupt_pending: false,
             unwinding: 0,
@@ -467,17 +505,38 @@ impl ParkState {
     }
 }
 
-/// A task that has not started: its body, and the stack `try_go` reserved.
-type Unstarted = (TaskRef, Option<GuardedStack>);
+/// What a slot holds of its task's code.
+enum Body {
+    /// Nothing: the slot is free, or its task is running (`run_task` holds
+    /// the coroutine meanwhile).
+    Empty,
+    /// The task has not started (or is cancelled first): its body, and the
+    /// stack `try_go` reserved (boxed: rare, and the slot stays small).
+    Unstarted(TaskRef, Option<Box<GuardedStack>>),
+    /// The task started and is suspended.
+    Suspended(TaskCoroutine),
+}
 
+impl Body {
+    /// Takes the body and reserved stack out if the task has not started.
+    fn take_unstarted(&mut self) -> Option<(TaskRef, Option<Box<GuardedStack>>)> {
+        if !matches!(self, Self::Unstarted(..)) {
+            return None;
+        }
+        match std::mem::replace(self, Self::Empty) {
+            Self::Unstarted(body, stack) => Some((body, stack)),
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// One task's state on its dispatcher. Kept small: a dispatcher keeps one
+/// per live task, and spawning and finishing many tasks walks them all.
 struct Slot {
     park: ParkState,
+    /// The occupant's task id; 0 when the slot is free.
     task_id: u64,
-    coroutine_id: u64,
-    /// The body, until the task starts (or is cancelled first).
-    unstarted: Option<Unstarted>,
-    /// The started task while it is suspended; `None` while it runs.
-    coroutine: Option<TaskCoroutine>,
+    body: Body,
     /// The task's yielder, on its own stack; set when it first runs.
     yielder: *const Yielder<(), ()>,
 }
@@ -603,7 +662,7 @@ impl Core {
         }
     }
 
-    fn allocate_slot(&mut self, unstarted: Option<Unstarted>) -> (u32, u64) {
+    fn allocate_slot(&mut self) -> (u32, u64) {
         self.next_task_id += 1;
         let task_id = self.next_task_id;
         let index = match self.free_slots.pop() {
@@ -612,7 +671,6 @@ impl Core {
                 let epoch = slot.park.epoch + 1;
                 slot.park = ParkState::new(epoch);
                 slot.task_id = task_id;
-                slot.unstarted = unstarted;
                 slot.yielder = ptr::null();
                 index
             }
@@ -624,9 +682,7 @@ impl Core {
                 self.slots.push(Slot {
                     park: ParkState::new(0),
                     task_id,
-                    coroutine_id: 0,
-                    unstarted,
-                    coroutine: None,
+                    body: Body::Empty,
                     yielder: ptr::null(),
                 });
                 index
@@ -644,12 +700,12 @@ impl Core {
         slot.task_id = 0;
         // Callers have taken the body or the coroutine out already, so
         // nothing is dropped while the core is borrowed.
-        debug_assert!(slot.unstarted.is_none() && slot.coroutine.is_none());
+        debug_assert!(matches!(slot.body, Body::Empty));
         slot.yielder = ptr::null();
         if let Some(timer) = slot.park.timer.take() {
             self.timers.remove(timer);
         }
-        for scope in std::mem::take(&mut slot.park.scopes) {
+        for scope in slot.park.scopes.take_all() {
             self.timers.remove(scope.timer);
         }
         self.free_slots.push(index);
@@ -831,11 +887,12 @@ impl Dispatcher {
         make: impl FnOnce(u32, u64) -> TaskRef,
         stack: Option<GuardedStack>,
     ) -> (u32, u64) {
-        let (index, task_id) = self.core.borrow_mut().allocate_slot(None);
+        let (index, task_id) = self.core.borrow_mut().allocate_slot();
         // Nothing runs between the reservation and this store (same thread),
         // so the loop never sees the slot empty.
         let body = make(index, task_id);
-        self.core.borrow_mut().slots[index as usize].unstarted = Some((body, stack));
+        self.core.borrow_mut().slots[index as usize].body =
+            Body::Unstarted(body, stack.map(Box::new));
         (index, task_id)
     }
 
@@ -854,7 +911,7 @@ impl Dispatcher {
             }
             slot.park.cancelled = true;
             slot.park.interrupt_pending = true;
-            match slot.unstarted.take() {
+            match slot.body.take_unstarted() {
                 Some((body, stack)) => {
                     // Never started: drop it here, outside the borrow.
                     let ready_position = core.ready.iter().position(|&queued| queued == index);
@@ -1192,21 +1249,17 @@ impl Dispatcher {
             slot.park.run = RunState::Running;
             slot.park.epoch += 1;
             slot.park.notified = false;
-            let coroutine = match slot.coroutine.take() {
-                Some(coroutine) => coroutine,
-                None => {
-                    let (body, stack) = slot
-                        .unstarted
-                        .take()
-                        .expect("nimgo: a ready slot holds a task");
+            let coroutine = match std::mem::replace(&mut slot.body, Body::Empty) {
+                Body::Suspended(coroutine) => coroutine,
+                Body::Empty => unreachable!("nimgo: a ready slot holds a task"),
+                Body::Unstarted(body, stack) => {
                     let stack = match stack {
-                        Some(stack) => Ok(stack),
+                        Some(stack) => Ok(*stack),
                         None => GuardedStack::new(coroutine::default_stack_size()),
                     };
                     match stack {
                         Ok(mut stack) => {
-                            slot.coroutine_id = coroutine::next_coroutine_id();
-                            stack.set_label(slot.coroutine_id);
+                            stack.set_label(coroutine::next_coroutine_id());
                             TaskCoroutine::with_stack(stack, move |yielder, ()| {
                                 task_entry(index, yielder, body);
                             })
@@ -1238,7 +1291,7 @@ impl Dispatcher {
             if coroutine.done() {
                 core.release_slot(index);
             } else {
-                core.slots[index as usize].coroutine = Some(coroutine);
+                core.slots[index as usize].body = Body::Suspended(coroutine);
                 return;
             }
         }
@@ -1306,8 +1359,7 @@ impl Dispatcher {
         let mut core = self.core.borrow_mut();
         let mut leaked = 0;
         for slot in core.slots.iter_mut().filter(|slot| slot.task_id != 0) {
-            std::mem::forget(slot.coroutine.take());
-            std::mem::forget(slot.unstarted.take());
+            std::mem::forget(std::mem::replace(&mut slot.body, Body::Empty));
             leaked += 1;
         }
         eprintln!(
@@ -1339,8 +1391,7 @@ impl Dispatcher {
         let mut core = self.core.borrow_mut();
         let index = core.current;
         let park = core.park_state(index);
-        if let Some(position) = park.scopes.iter().position(|scope| scope.id == id) {
-            let scope = park.scopes.remove(position);
+        if let Some(scope) = park.scopes.remove(id) {
             park.refresh_interrupt();
             core.timers.remove(scope.timer);
         }
@@ -2017,5 +2068,20 @@ impl<S: mio::event::Source + ?Sized> mio::event::Source for SourceRef<'_, S> {
     }
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
         self.0.deregister(registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_slot_stays_small() {
+        // One slot per live task: spawning and finishing 100,000 tasks walks
+        // 100,000 of them, so every byte here shows in `go` + `wait`.
+        assert_eq!(size_of::<Option<TimerKey>>(), 16);
+        assert_eq!(size_of::<Scopes>(), 8);
+        assert!(size_of::<ParkState>() <= 48, "{}", size_of::<ParkState>());
+        assert!(size_of::<Slot>() <= 120, "{}", size_of::<Slot>());
     }
 }

@@ -52,14 +52,15 @@
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::panic::{self, AssertUnwindSafe};
-use std::ptr::NonNull;
 
 use super::{JoinError, JoinState, drop_quietly};
 use crate::dispatcher::{CancelUnwind, Shared};
 use crate::loom::{Arc, UnsafeCell};
 
 /// A task's allocation: its join state and, until the body takes it, its
-/// closure.
+/// closure. `repr(C)` with the join state first: a [`JoinRef`] finds it at
+/// the cell's address, and so needs no pointer of its own.
+#[repr(C)]
 struct TaskCell<F, T> {
     join: JoinState<T>,
     /// The closure, initialised while the cell's `TaskRef` exists and moved
@@ -72,9 +73,6 @@ struct TaskCell<F, T> {
 
 /// The type-erased cell, as both handles see it.
 pub(crate) trait TaskBody {
-    /// The cell's `JoinState<T>`, type-erased (for [`JoinRef`]).
-    fn join_state(&self) -> NonNull<()>;
-
     /// [`JoinState::place`] of the cell's join state.
     fn place(&self, shared: Arc<Shared>, index: u32, task_id: u64) -> bool;
 
@@ -123,10 +121,6 @@ impl<F, T> TaskCell<F, T> {
 }
 
 impl<F: FnOnce() -> T, T> TaskBody for TaskCell<F, T> {
-    fn join_state(&self) -> NonNull<()> {
-        NonNull::from(&self.join).cast()
-    }
-
     fn place(&self, shared: Arc<Shared>, index: u32, task_id: u64) -> bool {
         self.join.place(shared, index, task_id)
     }
@@ -249,23 +243,21 @@ impl Drop for TaskRef {
 }
 
 /// The join view of a task cell: its `JoinState<T>` (see the module docs).
+/// One fat pointer (a `GoTask` is two words): the join state is found at
+/// the cell's address.
 pub(crate) struct JoinRef<T> {
-    /// Keeps the cell alive.
+    /// Keeps the cell alive; always a `TaskCell<_, T>`.
     cell: Arc<dyn TaskBody>,
-    /// The cell's `JoinState<T>`.
-    join: NonNull<JoinState<T>>,
     /// The last reference drops the cell, and so a result `T`.
     _result: PhantomData<T>,
 }
 
 impl<T> JoinRef<T> {
-    /// The join view of `cell`, whose result type must be `T` (`new_task`
+    /// The join view of `cell`, which must be a `TaskCell<_, T>` (`new_task`
     /// and `new_join` are the only callers, with the cell they just made).
     fn new(cell: Arc<dyn TaskBody>) -> Self {
-        let join = cell.join_state().cast();
         Self {
             cell,
-            join,
             _result: PhantomData,
         }
     }
@@ -273,11 +265,7 @@ impl<T> JoinRef<T> {
 
 impl<T> Clone for JoinRef<T> {
     fn clone(&self) -> Self {
-        Self {
-            cell: self.cell.clone(),
-            join: self.join,
-            _result: PhantomData,
-        }
+        Self::new(self.cell.clone())
     }
 }
 
@@ -285,10 +273,12 @@ impl<T> std::ops::Deref for JoinRef<T> {
     type Target = JoinState<T>;
 
     fn deref(&self) -> &JoinState<T> {
-        // SAFETY: `join` points at the `JoinState<T>` inside the allocation
-        // `cell` keeps alive (`JoinRef::new` got it from that cell, a
-        // `TaskCell<_, T>`), and only shared references to it are ever made.
-        unsafe { self.join.as_ref() }
+        let join = Arc::as_ptr(&self.cell).cast::<JoinState<T>>();
+        // SAFETY: `cell` is a `TaskCell<_, T>` (see `new`), which is
+        // `repr(C)` with its `JoinState<T>` first, so the join state is at
+        // the cell's address; the allocation lives as long as `cell`, and
+        // only shared references to the join state are ever made.
+        unsafe { &*join }
     }
 }
 
@@ -326,5 +316,20 @@ mod tests {
             function: UnsafeCell::new(MaybeUninit::new(closure)),
         };
         assert!(16 + size_of_val(&cell) <= 120, "{}", size_of_val(&cell));
+    }
+
+    #[test]
+    fn a_join_handle_is_two_words() {
+        assert_eq!(size_of::<super::super::GoTask<u64>>(), 16);
+    }
+
+    #[test]
+    fn the_join_state_is_at_the_cells_address() {
+        let (body, join) = new_task(|| 5u8, JoinState::new());
+        let cell = Arc::as_ptr(&join.cell).cast::<u8>();
+        let state = std::ptr::from_ref::<JoinState<u8>>(&join).cast::<u8>();
+        assert_eq!(cell, state);
+        body.run();
+        assert_eq!(join.try_take().map(Result::ok), Some(Some(5)));
     }
 }
