@@ -307,6 +307,16 @@ impl<T> State<T> {
     /// Hands `value` to the first receiver that can take it: completes a
     /// single waiter, or selects a select arm. Gives `value` back if none.
     fn deliver(&mut self, value: T) -> Result<Wake<T>, T> {
+        if self.receivers.is_empty() {
+            return Err(value);
+        }
+        if let Some(Waiter::Single(_)) = self.receivers.front()
+            && let Some(Waiter::Single(parked)) = self.receivers.pop_front()
+        {
+            // The common case, without the general scan below.
+            parked.complete(Some(value));
+            return Ok(self.wake_single(parked));
+        }
         let Some((position, waker)) = first_completable(&self.receivers, |waiter| waiter) else {
             return Err(value);
         };
@@ -346,6 +356,16 @@ impl<T> State<T> {
 
     /// Takes the value of the first sender that can give it up.
     fn take_sender(&mut self) -> Option<(T, Wake<T>)> {
+        if self.senders.is_empty() {
+            return None;
+        }
+        if let Some((Waiter::Single(_), _)) = self.senders.front()
+            && let Some((Waiter::Single(parked), value)) = self.senders.pop_front()
+        {
+            // The common case, without the general scan below.
+            parked.complete(None);
+            return Some((value, self.wake_single(parked)));
+        }
         let (position, waker) = first_completable(&self.senders, |(waiter, _)| waiter)?;
         let (waiter, value) = self.senders.remove(position).expect("position is in range");
         let wake = match waiter {
