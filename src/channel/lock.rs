@@ -18,7 +18,7 @@
 //! few dozen instructions and a waiter spins, with a yield to the OS
 //! scheduler after a while in case the holder's thread was preempted.
 //!
-//! The version lets [`watch`](ChannelLock::watch) answer "was the lock taken
+//! The version lets [`changed_since`](ChannelLock::changed_since) answer "was the lock taken
 //! since I released it?" with a load of the same cache line a counterpart
 //! writes when it sends: a receiver that spins on it before parking sees a
 //! send about 100 ns after it happened, with no wake-up message at all.

@@ -185,9 +185,9 @@ impl<T> Parked<T> {
             if let Some(parked) = spare
                 && let Some(fresh) = Arc::get_mut(parked)
                 && fresh.slot.is_empty()
+                && fresh.waker.renew()
             {
                 fresh.done = AtomicBool::new(false);
-                fresh.waker.renew();
                 return spare.take().expect("checked just above");
             }
         }

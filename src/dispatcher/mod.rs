@@ -274,16 +274,18 @@ impl Waker {
     }
 
     /// Turns this waker into the calling context's waker for its next park
-    /// (what [`current_waker`] returns), reusing its handle on the
-    /// dispatcher when that is the caller's: no reference-count traffic.
-    pub(crate) fn renew(&mut self) {
-        if let Self::Context {
-            shared,
-            index,
-            epoch,
-        } = self
-        {
-            let renewed = with_current(|dispatcher| {
+    /// (what [`current_waker`] would return) in place, without
+    /// reference-count traffic, if it belongs to the caller's dispatcher or
+    /// thread parker. Returns `false`, leaving it unchanged, otherwise (the
+    /// caller then makes a new one; replacing this one here could drop the
+    /// last handle on another thread's dispatcher).
+    pub(crate) fn renew(&mut self) -> bool {
+        match self {
+            Self::Context {
+                shared,
+                index,
+                epoch,
+            } => with_current(|dispatcher| {
                 if !Arc::ptr_eq(&dispatcher.shared, shared) {
                     return false;
                 }
@@ -292,12 +294,12 @@ impl Waker {
                 *index = current;
                 *epoch = core.park_state(current).epoch;
                 true
-            });
-            if renewed == Some(true) {
-                return;
+            })
+            .unwrap_or(false),
+            Self::Thread(parker) => {
+                with_current(|_| ()).is_none() && THREAD_PARKER.with(|own| Arc::ptr_eq(own, parker))
             }
         }
-        *self = current_waker();
     }
 
     /// Whether both wakers wake the same park of the same context.
