@@ -1727,7 +1727,10 @@ const SPIN_BEFORE_PARK: Duration = Duration::from_micros(4);
 pub(crate) fn may_spin() -> bool {
     #[cfg(loom)]
     {
-        false
+        // The models take the spin path with a spin of zero length: the
+        // caller gives up its lock and takes it again, and must notice a
+        // change made in between (see `Chan::spin`).
+        true
     }
     #[cfg(not(loom))]
     {
@@ -1751,7 +1754,8 @@ pub(crate) fn spin_before_park(
 ) -> bool {
     #[cfg(loom)]
     {
-        // The spin only saves a park; the models check the park path.
+        // No spinning in the models (it could not end): a spin that saw
+        // nothing, the case that must still not lose a wake-up.
         let _ = (spin_end, deadline, &mut done);
         false
     }
