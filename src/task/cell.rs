@@ -6,7 +6,7 @@
 //!   TaskRef ──────────┐   ┌─────────────────────────────┐
 //!   (dispatcher slot, └──►│ TaskCell<F, T>              │
 //!    or a runtime Job)    │   join: JoinState<T>  ◄─────┼── JoinRef<T> (GoTask,
-//!   unique, owns F        │   function: Option<F>       │    blocking job):
+//!   unique, owns F        │   function: MaybeUninit<F>  │    blocking job):
 //!                         └─────────────────────────────┘    the join state only
 //! ```
 //!
@@ -30,12 +30,13 @@
 //!
 //! # Safety argument
 //!
-//! - The closure slot (`UnsafeCell<Option<F>>`) is accessed only inside
+//! - The closure slot (`UnsafeCell<MaybeUninit<F>>`, initialised while the
+//!   `TaskRef` exists) is accessed only inside
 //!   `TaskBody::{run, cancel, fail}`, called only by the cell's one
 //!   `TaskRef`, which is not `Clone` and is consumed by `run`, `cancel` and
-//!   `fail` (its `Drop` calls `cancel`, which finds the slot empty after the
-//!   others). So the accesses are sequential, on the thread holding the
-//!   `TaskRef`, and none overlaps another.
+//!   `fail`: each takes the cell out of the `TaskRef` first, and its `Drop`
+//!   cancels only a cell still in it. So the closure is moved out exactly
+//!   once, on the thread holding the `TaskRef`.
 //! - The closure is run or dropped on the thread holding the `TaskRef`: the
 //!   thread of the dispatcher that took the task, which is where a `go`
 //!   closure (maybe `!Send`) was created; a `Job` (`Send`) carries a
