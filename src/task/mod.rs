@@ -29,7 +29,7 @@ use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use crate::coroutine::{self, stack::GuardedStack};
+use crate::coroutine::stack::GuardedStack;
 use crate::dispatcher::{self, Dispatcher, ElapsedUnwind, Remote, Shared, Waker, Wakeup};
 use crate::loom::{Arc, AtomicU8, Mutex, Ordering, UnsafeCell, lock};
 pub(crate) use cell::{JoinRef, TaskRef, new_join};
@@ -578,7 +578,7 @@ where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
-    let stack = GuardedStack::new(coroutine::default_stack_size())?;
+    let stack = GuardedStack::new_default()?;
     dispatcher::with_or_create(|dispatcher| spawn_on_dispatcher(dispatcher, function, Some(stack)))
 }
 
