@@ -21,6 +21,7 @@
 //! The join state and the task's closure share one allocation, the task
 //! cell (`cell.rs`, which also gives the safety argument of that sharing).
 
+mod cache;
 mod cell;
 
 use std::any::Any;
@@ -587,6 +588,12 @@ impl<T> GoTask<T> {
     /// [`JoinState::place`] (or never, for jobs that run off-dispatcher).
     pub(crate) fn from_join(join: JoinRef<T>) -> Self {
         Self { join }
+    }
+
+    /// The handle's join view (the loom model of the cell's count).
+    #[cfg(loom)]
+    pub(crate) fn into_join(self) -> JoinRef<T> {
+        self.join
     }
 
     /// Waits for the task and returns its value (NimGo's `wait`). Inside a
