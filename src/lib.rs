@@ -185,6 +185,28 @@ pub mod __loom {
         }
     }
 
+    /// A task cell's join view (`JoinRef`, `src/task/cell.rs`), which a
+    /// `GoTask` is, but cloneable: for the model of the cell's count.
+    pub struct LoomJoinRef<T>(crate::task::JoinRef<T>);
+
+    impl<T> LoomJoinRef<T> {
+        /// The join view of `task`.
+        pub fn new(task: crate::GoTask<T>) -> Self {
+            Self(task.into_join())
+        }
+
+        /// Whether the task finished.
+        pub fn is_finished(&self) -> bool {
+            self.0.is_finished()
+        }
+    }
+
+    impl<T> Clone for LoomJoinRef<T> {
+        fn clone(&self) -> Self {
+            Self(self.0.clone())
+        }
+    }
+
     /// A task's join hand-off (`JoinState`), for the join model.
     pub struct LoomJoin<T>(Arc<JoinState<T>>);
 

@@ -3,7 +3,7 @@
 #![cfg(loom)]
 
 use loom::thread;
-use nimgo::__loom::{LoomJob, LoomJoin, LoomShared};
+use nimgo::__loom::{LoomJob, LoomJoin, LoomJoinRef, LoomShared};
 
 #[test]
 fn task_finishing_while_another_thread_joins() {
@@ -52,6 +52,41 @@ fn a_detached_task_runs_and_frees_its_cell() {
         let (job, task) = LoomJob::new(|| String::from("result dropped with the cell"));
         let worker = thread::spawn(move || job.run());
         let _ = task.is_finished();
+        drop(task);
+        worker.join().unwrap();
+    });
+}
+
+/// The cell's hand-rolled count (`src/task/cell.rs`): three handles let go
+/// on three threads (the body after running the task, two join views, one
+/// of which reads the state first). Whichever is last frees the cell, once:
+/// loom reports a leak of the result (a loom `Arc`) if none does, and a
+/// race if the free (which writes the result slot) is not ordered after
+/// the other threads' accesses.
+#[test]
+fn the_last_of_three_handles_frees_the_cell_once() {
+    loom::model(|| {
+        let (job, task) = LoomJob::new(|| loom::sync::Arc::new(7u32));
+        let handle = LoomJoinRef::new(task);
+        let other = handle.clone();
+        let worker = thread::spawn(move || job.run());
+        let viewer = thread::spawn(move || {
+            let _ = other.is_finished();
+            drop(other);
+        });
+        drop(handle);
+        worker.join().unwrap();
+        viewer.join().unwrap();
+    });
+}
+
+/// A body dropped unrun on one thread while the join view is dropped on
+/// another: the cancel completes the state, and the cell is freed once.
+#[test]
+fn a_cancelled_cell_is_freed_by_either_side() {
+    loom::model(|| {
+        let (job, task) = LoomJob::new(|| loom::sync::Arc::new(7u32));
+        let worker = thread::spawn(move || drop(job));
         drop(task);
         worker.join().unwrap();
     });

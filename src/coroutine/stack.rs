@@ -37,6 +37,19 @@
 //!   slab's free list; taking one pops it. Neither makes a syscall or discards
 //!   the memory, so a loop that takes and returns a stack costs a few
 //!   nanoseconds per round.
+//! - **One warm stack at hand.** The pool keeps the last released stack of
+//!   the thread's default size ([`default_stack_size`], taken with
+//!   [`GuardedStack::new_default`]) aside, in a
+//!   one-entry cache, and hands it out first: a task that starts, finishes
+//!   and gives its stack back before the next one starts (the common case)
+//!   touches no slab, no size class and no free list. The cached stack is
+//!   the most recently released one, so reuse stays last-in first-out
+//!   across the cache and the free lists (a release into a full cache
+//!   sends the older stack to its slab's free list). It is a slot like any
+//!   other handed-out one: its guard stays installed, its slab counts it as
+//!   live (so that slab is not the size class's spare, nor unmapped, while
+//!   the slot is cached) and its overflow label is rewritten by whoever
+//!   takes it next. [`stack_stats`] does not count it as live.
 //! - **Growth.** Slabs for one (thread, size) grow geometrically: 16 slots,
 //!   then twice the last, up to 32768. If `mmap` fails with `ENOMEM` the slab
 //!   is retried with half the slots, down to one.
@@ -64,6 +77,7 @@ use std::rc::Rc;
 
 use corosensei::stack::{Stack, StackPointer};
 
+use super::default_stack_size;
 use crate::sys::{memory, signal};
 
 /// The default usable size of a coroutine stack: 512 KiB.
@@ -170,7 +184,9 @@ thread_local! {
     static STATS: ThreadStats = const {
         ThreadStats { slabs: Cell::new(0), live: Cell::new(0), reserved: Cell::new(0) }
     };
-    static POOL: RefCell<Pool> = const { RefCell::new(Pool { ready: false, classes: Vec::new() }) };
+    static POOL: RefCell<Pool> = const {
+        RefCell::new(Pool { ready: false, cached: None, classes: Vec::new() })
+    };
 }
 
 fn live_on_this_thread() -> usize {
@@ -337,7 +353,12 @@ impl SizeClass {
         }
         let _ = STATS.try_with(|s| s.live.set(s.live.get() + 1));
         let top = slab.slot(index).as_ptr() as usize + slab.slot_size;
-        Ok(GuardedStack { slab, index, top })
+        Ok(GuardedStack {
+            slab: Some(slab),
+            index,
+            cacheable: false,
+            top,
+        })
     }
 
     /// Bookkeeping after a slot of `slab` was released, when the slab was full
@@ -384,8 +405,22 @@ struct Pool {
     /// Whether this thread has set up the overflow report (handler, alt
     /// stack).
     ready: bool,
+    /// The last released stack of the thread's default size, handed out
+    /// first (see the module docs).
+    cached: Option<Idle>,
     /// One entry per usable size in use; a short list, scanned linearly.
     classes: Vec<SizeClass>,
+}
+
+/// A handed-out slot that no coroutine uses: the pool's cached stack. Its
+/// slab counts it as live. Dropping it (only when the pool itself goes, at
+/// thread exit) just lets go of the slab, which is unmapped with its last
+/// `Rc`.
+struct Idle {
+    slab: Rc<Slab>,
+    index: u32,
+    top: usize,
+    usable: usize,
 }
 
 impl Pool {
@@ -413,8 +448,11 @@ impl Pool {
 /// `!Send` (it holds an `Rc` to its slab): a coroutine never leaves the
 /// thread that started it, and neither does its stack.
 pub(crate) struct GuardedStack {
-    slab: Rc<Slab>,
+    /// `None` only once `drop` has given the slot back.
+    slab: Option<Rc<Slab>>,
     index: u32,
+    /// Taken by [`new_default`](Self::new_default): cached when dropped.
+    cacheable: bool,
     /// Highest address of the slot (cached: corosensei asks for the base on
     /// every resume).
     top: usize,
@@ -428,10 +466,39 @@ impl GuardedStack {
     /// on each thread gives the thread an alternate signal stack if it has
     /// none.
     pub(crate) fn new(usable_size: usize) -> io::Result<GuardedStack> {
-        let usable = usable_size
-            .max(MIN_STACK_SIZE)
-            .checked_next_multiple_of(memory::page_size())
-            .ok_or_else(too_large)?;
+        Self::take(usable_for(usable_size)?, false)
+    }
+
+    /// [`new`](Self::new) for the thread's default size
+    /// ([`default_stack_size`]): the stack goes to the pool's one-entry
+    /// cache when dropped (see the module docs).
+    #[inline]
+    pub(crate) fn new_default() -> io::Result<GuardedStack> {
+        let request = default_stack_size();
+        let usable = usable_for(request)?;
+        let cached = POOL
+            .try_with(|pool| {
+                let mut pool = pool.try_borrow_mut().ok()?;
+                pool.cached.take_if(|idle| idle.usable == usable)
+            })
+            .ok()
+            .flatten();
+        match cached {
+            Some(idle) => {
+                let _ = STATS.try_with(|s| s.live.set(s.live.get() + 1));
+                Ok(GuardedStack {
+                    slab: Some(idle.slab),
+                    index: idle.index,
+                    cacheable: true,
+                    top: idle.top,
+                })
+            }
+            None => Self::take(usable, true),
+        }
+    }
+
+    /// Takes a stack of `usable` bytes (rounded already) from the pool.
+    fn take(usable: usize, cacheable: bool) -> io::Result<GuardedStack> {
         POOL.try_with(|pool| {
             let mut pool = pool.borrow_mut();
             if !pool.ready {
@@ -439,7 +506,9 @@ impl GuardedStack {
                 signal::install_overflow_handler();
                 signal::ensure_alt_stack();
             }
-            pool.class(usable).take()
+            let mut stack = pool.class(usable).take()?;
+            stack.cacheable = cacheable;
+            Ok(stack)
         })
         .unwrap_or_else(|_| {
             Err(io::Error::other(
@@ -450,7 +519,13 @@ impl GuardedStack {
 
     /// Usable bytes between the guard page and the top of the stack.
     pub(crate) fn usable_size(&self) -> usize {
-        self.slab.usable()
+        self.slab().usable()
+    }
+
+    fn slab(&self) -> &Slab {
+        self.slab
+            .as_deref()
+            .expect("a stack holds its slab until dropped")
     }
 
     /// Writes the label an overflow report names the slot's coroutine by
@@ -467,18 +542,55 @@ impl GuardedStack {
 
 impl Drop for GuardedStack {
     fn drop(&mut self) {
-        let slab = &self.slab;
-        slab.free.borrow_mut().push(self.index);
-        slab.live.set(slab.live.get() - 1);
+        let Some(slab) = self.slab.take() else {
+            return;
+        };
         let _ = STATS.try_with(|s| s.live.set(s.live.get() - 1));
-        if !slab.in_available.get() || (slab.live.get() == 0 && !slab.is_spare.get()) {
-            // If the pool is gone (thread exit), the slab alone keeps the
-            // slot, and is unmapped with its last stack.
+        let mut idle = Some(Idle {
+            usable: slab.usable(),
+            slab,
+            index: self.index,
+            top: self.top,
+        });
+        if self.cacheable {
+            // Cache it; a stack cached before goes back to its slab. If the
+            // pool is gone (thread exit), this one does.
             let _ = POOL.try_with(|pool| {
                 let mut pool = pool.borrow_mut();
-                pool.class(slab.usable()).released(slab);
+                idle = std::mem::replace(&mut pool.cached, idle.take());
             });
         }
+        if let Some(idle) = idle {
+            release(&idle.slab, idle.index);
+        }
+    }
+}
+
+/// The usable size of a stack asked for with `usable_size` bytes: whole
+/// pages, at least [`MIN_STACK_SIZE`].
+#[inline]
+fn usable_for(usable_size: usize) -> io::Result<usize> {
+    // Page sizes are powers of two (`memory::page_size` checks).
+    let page_mask = memory::page_size() - 1;
+    Ok(usable_size
+        .max(MIN_STACK_SIZE)
+        .checked_add(page_mask)
+        .ok_or_else(too_large)?
+        & !page_mask)
+}
+
+/// Gives slot `index` back to `slab`'s free list (not counted in the stats:
+/// the caller did that when the stack stopped being used).
+fn release(slab: &Rc<Slab>, index: u32) {
+    slab.free.borrow_mut().push(index);
+    slab.live.set(slab.live.get() - 1);
+    if !slab.in_available.get() || (slab.live.get() == 0 && !slab.is_spare.get()) {
+        // If the pool is gone (thread exit), the slab alone keeps the
+        // slot, and is unmapped with its last stack.
+        let _ = POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            pool.class(slab.usable()).released(slab);
+        });
     }
 }
 
@@ -493,7 +605,9 @@ impl std::fmt::Debug for GuardedStack {
 }
 
 // SAFETY: `limit()..base()` is one slot of a live mapping that the `Rc` keeps
-// mapped as long as this value exists, handed out to no one else until drop.
+// mapped as long as this value exists (the `Option` is `Some` until drop),
+// handed out to no one else until drop (the pool's cache holds only slots
+// whose stack was dropped).
 // Its lowest page is a guard (installed before the slot was first handed out,
 // and neither guard markers nor mprotect are undone while the slab is
 // mapped), and above it are at least 16 KiB (MIN_STACK_SIZE >= corosensei's
@@ -508,7 +622,7 @@ unsafe impl Stack for GuardedStack {
 
     #[inline]
     fn limit(&self) -> StackPointer {
-        NonZeroUsize::new(self.slab.slot(self.index).as_ptr() as usize)
+        NonZeroUsize::new(self.slab().slot(self.index).as_ptr() as usize)
             .expect("a mapped slot is not at address 0")
     }
 }
@@ -648,6 +762,53 @@ mod tests {
             assert_eq!(unsafe { mark.read() }, 0xfeed);
             assert_eq!(stack_stats().slabs, 1);
             drop((a, b2, c2));
+        });
+    }
+
+    #[test]
+    fn the_last_default_stack_is_cached_and_reuse_stays_lifo() {
+        on_fresh_thread(|| {
+            let a = GuardedStack::new_default().unwrap();
+            let b = GuardedStack::new_default().unwrap();
+            let (a_limit, b_limit) = (a.limit(), b.limit());
+            assert_eq!(stack_stats().live_stacks, 2);
+            drop(a);
+            // Cached: not counted as live, and nothing is unmapped.
+            assert_eq!(stack_stats().live_stacks, 1);
+            drop(b);
+            // `b` replaced `a` in the cache; `a` went back to its slab.
+            assert_eq!(stack_stats().live_stacks, 0);
+            assert_eq!(stack_stats().slabs, 1);
+            // A stack of another size is not taken from the cache.
+            let other = GuardedStack::new(MIN_STACK_SIZE).unwrap();
+            assert_ne!(other.limit(), b_limit);
+            // Last released, first reused: the cache, then the free list.
+            let b2 = GuardedStack::new_default().unwrap();
+            assert_eq!(b2.limit(), b_limit);
+            let a2 = GuardedStack::new_default().unwrap();
+            assert_eq!(a2.limit(), a_limit);
+            assert_eq!(b2.usable_size(), DEFAULT_STACK_SIZE);
+            assert_eq!(stack_stats().live_stacks, 3);
+            drop((other, a2, b2));
+            assert_eq!(stack_stats().live_stacks, 0);
+            // A take-and-return loop reuses the one cached stack.
+            for _ in 0..1000 {
+                let stack = black_box(GuardedStack::new_default().unwrap());
+                assert_eq!(stack.limit(), b_limit);
+            }
+        });
+    }
+
+    #[test]
+    fn a_new_default_size_is_not_served_from_the_cache() {
+        on_fresh_thread(|| {
+            drop(GuardedStack::new_default().unwrap());
+            super::super::set_default_stack_size(64 * 1024);
+            let small = GuardedStack::new_default().unwrap();
+            assert_eq!(small.usable_size(), 64 * 1024);
+            drop(small);
+            let again = GuardedStack::new_default().unwrap();
+            assert_eq!(again.usable_size(), 64 * 1024);
         });
     }
 

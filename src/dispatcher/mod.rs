@@ -1257,7 +1257,7 @@ impl Dispatcher {
                 Body::Unstarted(body, stack) => {
                     let stack = match stack {
                         Some(stack) => Ok(*stack),
-                        None => GuardedStack::new(coroutine::default_stack_size()),
+                        None => GuardedStack::new_default(),
                     };
                     match stack {
                         Ok(mut stack) => {

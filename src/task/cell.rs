@@ -2,167 +2,320 @@
 //! closure (tokio's task cell, for stackful tasks).
 //!
 //! ```text
-//!             Arc<dyn TaskBody>  (one refcount, one allocation)
-//!   TaskRef ──────────┐   ┌─────────────────────────────┐
-//!   (dispatcher slot, └──►│ TaskCell<F, T>              │
-//!    or a runtime Job)    │   join: JoinState<T>  ◄─────┼── JoinRef<T> (GoTask,
-//!   unique, owns F        │   function: MaybeUninit<F>  │    blocking job):
-//!                         └─────────────────────────────┘    the join state only
+//!                         ┌─────────────────────────────┐
+//!   JoinRef<T> (GoTask, ─►│ TaskCell<F, T>   repr(C)    │
+//!   blocking job): the    │   join: JoinState<T>        │
+//!   join state only       │   header: refs (atomic),  ◄─┼── TaskRef (dispatcher slot,
+//!                         │           vtable            │    or a runtime Job):
+//!                         │   function: F               │    unique, owns F
+//!                         └─────────────────────────────┘
 //! ```
 //!
-//! Two kinds of handles share the cell, each holding a reference of the
-//! cell's `Arc`, type-erased behind the same trait object (loom's `Arc` can
-//! convert to a trait object only while it is unique, so one erasure serves
-//! both):
+//! The cell is reference-counted by hand (one atomic count in its header,
+//! and a static table of functions that know `F` and `T`), not by `Arc`:
+//! its memory then comes from, and goes back to, the per-thread cache of
+//! `cache.rs` rather than straight to the global allocator, and each handle
+//! is one thin pointer.
+//!
+//! Two kinds of handles share the cell, each holding one reference:
 //!
 //! - [`TaskRef`], the *body*: exactly one per cell, never cloned. It alone
 //!   runs, cancels or fails the task, and so alone takes the closure out of
-//!   the cell: `TaskBody`'s closure methods are `unsafe fn`s and `TaskRef`
+//!   the cell: the table's closure entries are `unsafe fn`s and `TaskRef`
 //!   is their only caller. A `TaskRef` is `!Send` (the closure may be
 //!   `!Send`): it stays on the dispatcher thread that holds it; a runtime
 //!   [`Job`](super::Job) wraps one whose closure and result are `Send`.
 //!   Dropping a `TaskRef` that did not run cancels the task, on the
 //!   dropping thread: the closure never outlives its `TaskRef`.
-//! - [`JoinRef<T>`], the *join view*: the cell's `JoinState<T>`, reached
-//!   through a pointer into the allocation that the same `Arc` keeps alive.
-//!   It never touches the closure. A `GoTask<T>` is one; it is `Send` and
-//!   `Sync` when `T` is `Send`, whatever the closure.
+//! - [`JoinRef<T>`], the *join view*: the cell's `JoinState<T>`, at the
+//!   cell's address (so a `JoinRef<T>`, which does not know `F`, finds it
+//!   and the header after it). It never touches the closure. A `GoTask<T>`
+//!   is one; it is `Send` and `Sync` when `T` is `Send`, whatever the
+//!   closure.
+//!
+//! # The reference count
+//!
+//! `refs` starts at the number of handles made (two: body and join view;
+//! one for a blocking job's cell, which has no body). A clone adds one
+//! (relaxed: the clone comes from a live handle, which keeps the count
+//! above zero). A handle let go subtracts one with release ordering; the
+//! one that takes the count to zero issues an acquire fence and frees the
+//! cell: it drops the join state in place and hands the memory back
+//! (`cache::free`). So every access any handle made to the cell, on any
+//! thread, happens before the free (`Arc`'s protocol). The loom model of
+//! `loom-tests/tests/join.rs` checks it: the free writes the result slot,
+//! which loom reports if it races with another thread's last access.
 //!
 //! # Safety argument
 //!
-//! - The closure slot (`UnsafeCell<MaybeUninit<F>>`, initialised while the
-//!   `TaskRef` exists) is accessed only inside
-//!   `TaskBody::{run, cancel, fail}`, called only by the cell's one
+//! - The closure slot (`UnsafeCell<MaybeUninit<F>>`) is accessed only by
+//!   the table's `run`, `cancel` and `fail`, called only by the cell's one
 //!   `TaskRef`, which is not `Clone` and is consumed by `run`, `cancel` and
-//!   `fail`: each takes the cell out of the `TaskRef` first, and its `Drop`
-//!   cancels only a cell still in it. So the closure is moved out exactly
-//!   once, on the thread holding the `TaskRef`.
+//!   `fail` (its `Drop` calls `cancel` if none of them did). So the slot is
+//!   read once, on the thread holding the `TaskRef`.
 //! - The closure is run or dropped on the thread holding the `TaskRef`: the
 //!   thread of the dispatcher that took the task, which is where a `go`
 //!   closure (maybe `!Send`) was created; a `Job` (`Send`) carries a
 //!   `TaskRef` across threads only for closures that are `Send`.
 //! - The `TaskRef` holds a reference to the cell until the slot is empty,
 //!   so when the last `JoinRef` frees the cell, on any thread, the slot is
-//!   empty and dropping it runs no destructor of the closure's captures. A
-//!   leaked `TaskRef` (a dispatcher giving up on a task at shutdown) leaks
-//!   the cell: the closure is never dropped, on any thread.
+//!   empty, and the free drops only the join state (the slot is never
+//!   dropped in place). A leaked `TaskRef` (a dispatcher giving up on a
+//!   task at shutdown) leaks the cell: the closure is never dropped, on any
+//!   thread.
 //! - A `JoinRef<T>` shared across threads reaches only the `JoinState<T>`
 //!   (a mutex and atomics, `Send + Sync` when `T: Send`) and the atomic
-//!   refcount; hence `JoinRef<T>: Send + Sync` when `T: Send`.
+//!   count; the free it may run drops a `JoinState<T>` (so `T: Send`) and
+//!   gives the memory to its thread's cache; hence `JoinRef<T>: Send +
+//!   Sync` when `T: Send`.
 
+use std::alloc::Layout;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::panic::{self, AssertUnwindSafe};
+use std::ptr::{self, NonNull};
 
-use super::{JoinError, JoinState, drop_quietly};
+use super::{JoinError, JoinState, cache, drop_quietly};
 use crate::dispatcher::{CancelUnwind, Shared};
-use crate::loom::{Arc, UnsafeCell};
+use crate::loom::{Arc, AtomicUsize, Ordering, UnsafeCell, fence};
 
-/// A task's allocation: its join state and, until the body takes it, its
-/// closure. `repr(C)` with the join state first: a [`JoinRef`] finds it at
-/// the cell's address, and so needs no pointer of its own.
+/// What both handles find in every cell, right after the join state.
+struct Header {
+    /// Handles holding the cell (see the module docs).
+    refs: AtomicUsize,
+    /// The functions of the cell's `TaskCell<F, T>`.
+    vtable: &'static VTable,
+}
+
+/// The type-erased operations of a `TaskCell<F, T>`. Each takes the cell's
+/// header, which must be the header of a live cell of that type (the one
+/// this table was stored in).
+struct VTable {
+    /// [`JoinState::place`] of the cell's join state.
+    place: unsafe fn(NonNull<Header>, Arc<Shared>, u32, u64) -> bool,
+    /// Runs the closure to completion (on its coroutine) and completes the
+    /// join state. Also: only the cell's [`TaskRef`] may call this,
+    /// `cancel` or `fail`, once in all (each moves the closure out of its
+    /// slot), on the thread that holds the `TaskRef`, and never for a cell
+    /// made by [`new_join`].
+    run: unsafe fn(NonNull<Header>),
+    /// The task will never run: completes the join state as cancelled and
+    /// drops the closure (catching a panic of its destructor). As `run`.
+    cancel: unsafe fn(NonNull<Header>),
+    /// The task cannot start (no stack): completes the join state with the
+    /// message as the panic and drops the closure. As `run`.
+    fail: unsafe fn(NonNull<Header>, String),
+    /// Frees the cell: drops its join state and returns its memory. Also:
+    /// the count has reached zero, so nothing else uses the cell.
+    free: unsafe fn(NonNull<Header>),
+}
+
+/// The part of a cell that does not depend on the closure: a
+/// [`JoinRef<T>`] sees the cell as this.
+#[repr(C)]
+struct Prefix<T> {
+    join: JoinState<T>,
+    header: Header,
+}
+
+/// A task's allocation: its join state, its header and, until the body
+/// takes it, its closure. `repr(C)` with the prefix first, so the join
+/// state is at the cell's address and the header at an offset that
+/// depends on `T` only.
 #[repr(C)]
 struct TaskCell<F, T> {
-    join: JoinState<T>,
+    prefix: Prefix<T>,
     /// The closure, initialised while the cell's `TaskRef` exists and moved
-    /// out exactly once, by the `TaskBody` method that consumes the
-    /// `TaskRef` (a blocking job's cell never has one). Not an `Option`:
-    /// the `TaskRef` is the flag, which saves a word (the cell of a small
-    /// closure then fits the allocator's fast bins). Never dropped in place.
+    /// out exactly once, by the table function that consumes the `TaskRef`
+    /// (a blocking job's cell never has one). Not an `Option`: the
+    /// `TaskRef` is the flag. Never dropped in place.
     function: UnsafeCell<MaybeUninit<F>>,
 }
 
-/// The type-erased cell, as both handles see it.
-pub(crate) trait TaskBody {
-    /// [`JoinState::place`] of the cell's join state.
-    fn place(&self, shared: Arc<Shared>, index: u32, task_id: u64) -> bool;
+impl<F: FnOnce() -> T, T> TaskCell<F, T> {
+    const VTABLE: VTable = VTable {
+        place: Self::place,
+        run: Self::run,
+        cancel: Self::cancel,
+        fail: Self::fail,
+        free: Self::free,
+    };
 
-    /// Runs the closure to completion (on its coroutine) and completes the
-    /// join state.
+    /// The cell whose header is `header`.
     ///
     /// # Safety
     ///
-    /// Only the cell's [`TaskRef`] may call this, `cancel` or `fail`, once
-    /// in all (each moves the closure out of its slot), on the thread that
-    /// holds the `TaskRef`, and never for a cell made by [`new_join`].
-    unsafe fn run(&self);
+    /// `header` is the header of a `TaskCell<F, T>` (live, for the result
+    /// to be used).
+    unsafe fn from_header(header: NonNull<Header>) -> NonNull<Self> {
+        // SAFETY: the header is the `header` field of the `Prefix<T>` at
+        // the start of the cell (`repr(C)`), so stepping back by its offset
+        // stays in the same allocation and reaches the cell's start.
+        unsafe {
+            header
+                .byte_sub(std::mem::offset_of!(Prefix<T>, header))
+                .cast::<Self>()
+        }
+    }
 
-    /// The task will never run: completes the join state as cancelled and
-    /// drops the closure (catching a panic of its destructor).
-    ///
-    /// # Safety
-    ///
-    /// As [`run`](Self::run).
-    unsafe fn cancel(&self);
-
-    /// The task cannot start (no stack): completes the join state with
-    /// `message` as the panic and drops the closure.
-    ///
-    /// # Safety
-    ///
-    /// As [`run`](Self::run).
-    unsafe fn fail(&self, message: String);
-}
-
-impl<F, T> TaskCell<F, T> {
     /// Moves the closure out of its slot.
     ///
     /// # Safety
     ///
-    /// As [`TaskBody::run`]: once, on behalf of the cell's `TaskRef`.
-    unsafe fn take_function(&self) -> F {
+    /// As [`VTable::run`]: once, on behalf of the cell's `TaskRef`, on a
+    /// live cell.
+    unsafe fn take_function(header: NonNull<Header>) -> (NonNull<Self>, F) {
+        // SAFETY: our caller's contract: a live `TaskCell<F, T>`.
+        let cell = unsafe { Self::from_header(header) };
+        // SAFETY: the cell is live, and only shared references to it are
+        // made (its mutable parts are atomics, locks and cells).
+        let slot = unsafe { &cell.as_ref().function };
         // SAFETY: per this function's contract, the caller acts for the
         // cell's only `TaskRef`, on its thread, and this is the one time the
         // slot is read: it was initialised by `new_task` (the only maker of
         // a `TaskRef`), nothing else reads or writes it, and no reference
         // into it outlives this statement.
-        self.function
-            .with_mut(|slot| unsafe { (*slot).assume_init_read() })
-    }
-}
-
-impl<F: FnOnce() -> T, T> TaskBody for TaskCell<F, T> {
-    fn place(&self, shared: Arc<Shared>, index: u32, task_id: u64) -> bool {
-        self.join.place(shared, index, task_id)
+        let function = slot.with_mut(|slot| unsafe { (*slot).assume_init_read() });
+        (cell, function)
     }
 
-    unsafe fn run(&self) {
+    /// # Safety
+    ///
+    /// As [`VTable::place`].
+    unsafe fn place(
+        header: NonNull<Header>,
+        shared: Arc<Shared>,
+        index: u32,
+        task_id: u64,
+    ) -> bool {
+        // SAFETY: a live `TaskCell<F, T>` (the contract); shared access.
+        let cell = unsafe { Self::from_header(header).as_ref() };
+        cell.prefix.join.place(shared, index, task_id)
+    }
+
+    /// # Safety
+    ///
+    /// As [`VTable::run`].
+    unsafe fn run(header: NonNull<Header>) {
         // SAFETY: our caller fulfils `run`'s contract, which is
         // `take_function`'s.
-        let function = unsafe { self.take_function() };
+        let (cell, function) = unsafe { Self::take_function(header) };
         let result = match panic::catch_unwind(AssertUnwindSafe(function)) {
             Ok(value) => Ok(value),
             Err(payload) if payload.is::<CancelUnwind>() => Err(JoinError::Cancelled),
             Err(payload) => Err(JoinError::Panicked(payload)),
         };
-        self.join.complete(result);
+        // SAFETY: the `TaskRef` still holds its reference: the cell lives.
+        unsafe { cell.as_ref() }.prefix.join.complete(result);
     }
 
-    unsafe fn cancel(&self) {
+    /// # Safety
+    ///
+    /// As [`VTable::run`].
+    unsafe fn cancel(header: NonNull<Header>) {
         // SAFETY: as in `run`.
-        let function = unsafe { self.take_function() };
-        self.join.complete(Err(JoinError::Cancelled));
+        let (cell, function) = unsafe { Self::take_function(header) };
+        // SAFETY: as in `run`.
+        unsafe { cell.as_ref() }
+            .prefix
+            .join
+            .complete(Err(JoinError::Cancelled));
         drop_quietly(function);
     }
 
-    unsafe fn fail(&self, message: String) {
+    /// # Safety
+    ///
+    /// As [`VTable::run`].
+    unsafe fn fail(header: NonNull<Header>, message: String) {
         // SAFETY: as in `run`.
-        let function = unsafe { self.take_function() };
-        self.join
+        let (cell, function) = unsafe { Self::take_function(header) };
+        // SAFETY: as in `run`.
+        unsafe { cell.as_ref() }
+            .prefix
+            .join
             .complete(Err(JoinError::Panicked(Box::new(message))));
         drop_quietly(function);
     }
+
+    /// # Safety
+    ///
+    /// As [`VTable::free`].
+    unsafe fn free(header: NonNull<Header>) {
+        // SAFETY: the header of a `TaskCell<F, T>` (the contract).
+        let cell = unsafe { Self::from_header(header) };
+        {
+            // SAFETY: the count reached zero: the cell is live and ours.
+            let join = unsafe { &cell.as_ref().prefix.join };
+            // A write to the result slot, for loom to check that every
+            // other thread's access to the cell happens before its free (a
+            // no-op outside loom).
+            join.result.with_mut(|_| ());
+        }
+        // SAFETY: nothing else uses the cell (the contract); the closure
+        // slot is `MaybeUninit` (empty by now, see the module docs) and is
+        // not dropped, the rest is dropped once, here.
+        unsafe { ptr::drop_in_place(cell.as_ptr()) };
+        // SAFETY: the memory came from `cache::allocate` with this layout
+        // (`allocate`), and the cell was just dropped: nothing uses it.
+        unsafe { cache::free(cell.cast(), Layout::new::<Self>()) };
+    }
+
+    /// Allocates the cell, with `refs` references; returns its header.
+    fn allocate(join: JoinState<T>, function: MaybeUninit<F>, refs: usize) -> NonNull<Header> {
+        let layout = Layout::new::<Self>();
+        let cell = cache::allocate(layout).cast::<Self>();
+        // SAFETY: `cell` is fresh memory for `layout` (`allocate` never
+        // returns a block in use), so writing the cell there is valid.
+        unsafe {
+            cell.write(TaskCell {
+                prefix: Prefix {
+                    join,
+                    header: Header {
+                        refs: AtomicUsize::new(refs),
+                        vtable: const { &Self::VTABLE },
+                    },
+                },
+                function: UnsafeCell::new(function),
+            });
+        }
+        // SAFETY: `cell` points to the value just written. The header
+        // pointer is projected from `cell` (not made from a reference to the
+        // field), so it keeps the provenance of the whole allocation:
+        // `from_header` steps back from it to the cell's start.
+        unsafe { NonNull::new_unchecked(&raw mut (*cell.as_ptr()).prefix.header) }
+    }
 }
 
-/// Allocates `cell` behind the erased trait object. loom's `Arc` cannot
-/// coerce to a trait object; it converts a unique `std` one instead.
-fn erase<C: TaskBody + 'static>(cell: C) -> Arc<dyn TaskBody> {
-    #[cfg(not(loom))]
-    let cell: Arc<dyn TaskBody> = Arc::new(cell);
-    #[cfg(loom)]
-    let cell: Arc<dyn TaskBody> =
-        Arc::from_std(std::sync::Arc::new(cell) as std::sync::Arc<dyn TaskBody>);
-    cell
+/// Adds a reference to the cell of `header`.
+fn acquire(header: &Header) {
+    // Relaxed, as `Arc::clone`: the caller's handle keeps the cell alive.
+    let old = header.refs.fetch_add(1, Ordering::Relaxed);
+    if old > isize::MAX as usize {
+        // Billions of leaked handles: abort as `Arc` does.
+        std::process::abort();
+    }
+}
+
+/// Lets go of a reference to the cell of `header`; the last frees it.
+///
+/// # Safety
+///
+/// The caller holds a reference to the live cell, and gives it up.
+unsafe fn release(header: NonNull<Header>) {
+    // SAFETY: the caller's reference keeps the cell alive until the
+    // subtraction below.
+    let (refs, free) = unsafe {
+        let header = header.as_ref();
+        (&header.refs, header.vtable.free)
+    };
+    if refs.fetch_sub(1, Ordering::Release) != 1 {
+        return;
+    }
+    // Every other handle's release (and so its accesses) happens before.
+    fence(Ordering::Acquire);
+    // SAFETY: the count reached zero: no handle is left, and the header is
+    // the one this cell's own table was stored in.
+    unsafe { free(header) };
 }
 
 /// Makes the cell of a task running `function`, completing `join`: its
@@ -172,101 +325,156 @@ where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
-    let cell = erase(TaskCell {
-        join,
-        function: UnsafeCell::new(MaybeUninit::new(function)),
-    });
-    let join = JoinRef::new(cell.clone());
-    (TaskRef { cell: Some(cell) }, join)
+    let header = TaskCell::<F, T>::allocate(join, MaybeUninit::new(function), 2);
+    // SAFETY: a `TaskCell<F, T>`'s header, with one reference for each.
+    unsafe { (TaskRef::new(header), JoinRef::from_header(header)) }
 }
 
 /// A join state with no closure and no body (a blocking-pool job, which
 /// keeps its closure itself).
 pub(crate) fn new_join<T: 'static>(join: JoinState<T>) -> JoinRef<T> {
-    JoinRef::new(erase(TaskCell::<fn() -> T, T> {
-        join,
-        function: UnsafeCell::new(MaybeUninit::uninit()),
-    }))
+    let header = TaskCell::<fn() -> T, T>::allocate(join, MaybeUninit::uninit(), 1);
+    // SAFETY: a `TaskCell<_, T>`'s header, with one reference for it.
+    unsafe { JoinRef::from_header(header) }
 }
 
 /// The body of a task: the one handle that runs, cancels or fails it (see
 /// the module docs). Dropping it unused cancels the task.
 pub(crate) struct TaskRef {
     /// `Some` until `run`, `cancel`, `fail` or `drop` takes it: then the
-    /// closure is moved out, exactly once.
-    cell: Option<Arc<dyn TaskBody>>,
+    /// closure is moved out, exactly once. Holds one reference.
+    header: Option<NonNull<Header>>,
 }
 
 impl TaskRef {
-    /// Runs the task to completion; see [`TaskBody::run`].
+    /// # Safety
+    ///
+    /// `header` is a live cell's, made by `new_task`, with a reference for
+    /// this handle; called once per cell.
+    unsafe fn new(header: NonNull<Header>) -> Self {
+        Self {
+            header: Some(header),
+        }
+    }
+
+    /// Runs the task to completion; see [`VTable::run`].
     pub(crate) fn run(mut self) {
-        if let Some(cell) = self.cell.take() {
+        if let Some(header) = self.header.take() {
             // SAFETY: `self` is the cell's only `TaskRef` (made once by
             // `new_task`, not `Clone`), used on the thread holding it, and
-            // `cell` was still in it: no `TaskBody` method ran yet, and
-            // none will after this one (the `TaskRef` is empty now).
-            unsafe { cell.run() }
+            // `header` was still in it: no closure entry ran yet, and none
+            // will after this one (the `TaskRef` is empty now). Its
+            // reference keeps the cell alive until the release, which
+            // gives that reference up.
+            unsafe {
+                (header.as_ref().vtable.run)(header);
+                release(header);
+            }
         }
     }
 
-    /// Cancels the unstarted task; see [`TaskBody::cancel`].
+    /// Cancels the unstarted task; see [`VTable::cancel`].
     pub(crate) fn cancel(mut self) {
-        if let Some(cell) = self.cell.take() {
+        if let Some(header) = self.header.take() {
             // SAFETY: as in `run`.
-            unsafe { cell.cancel() }
+            unsafe {
+                (header.as_ref().vtable.cancel)(header);
+                release(header);
+            }
         }
     }
 
-    /// Fails the unstarted task with `message`; see [`TaskBody::fail`].
+    /// Fails the unstarted task with `message`; see [`VTable::fail`].
     pub(crate) fn fail(mut self, message: String) {
-        if let Some(cell) = self.cell.take() {
+        if let Some(header) = self.header.take() {
             // SAFETY: as in `run`.
-            unsafe { cell.fail(message) }
+            unsafe {
+                (header.as_ref().vtable.fail)(header, message);
+                release(header);
+            }
         }
     }
 
     /// Records where the task runs; see [`JoinState::place`].
     pub(crate) fn place(&self, shared: Arc<Shared>, index: u32, task_id: u64) -> bool {
-        self.cell
-            .as_ref()
-            .is_none_or(|cell| cell.place(shared, index, task_id))
+        self.header.is_none_or(|header| {
+            // SAFETY: the `TaskRef`'s reference keeps the cell alive, and
+            // the table is the cell's own.
+            unsafe { (header.as_ref().vtable.place)(header, shared, index, task_id) }
+        })
     }
 }
 
 impl Drop for TaskRef {
     fn drop(&mut self) {
-        if let Some(cell) = self.cell.take() {
+        if let Some(header) = self.header.take() {
             // SAFETY: as in `run`. The task never ran: it is cancelled here,
             // on the thread that holds its body.
-            unsafe { cell.cancel() }
+            unsafe {
+                (header.as_ref().vtable.cancel)(header);
+                release(header);
+            }
         }
     }
 }
 
 /// The join view of a task cell: its `JoinState<T>` (see the module docs).
-/// One fat pointer (a `GoTask` is two words): the join state is found at
-/// the cell's address.
+/// One thin pointer (a `GoTask` is one word).
 pub(crate) struct JoinRef<T> {
-    /// Keeps the cell alive; always a `TaskCell<_, T>`.
-    cell: Arc<dyn TaskBody>,
+    /// The cell, seen as its prefix (it is a `TaskCell<_, T>`). Holds one
+    /// reference.
+    cell: NonNull<Prefix<T>>,
     /// The last reference drops the cell, and so a result `T`.
     _result: PhantomData<T>,
 }
 
 impl<T> JoinRef<T> {
-    /// The join view of `cell`, which must be a `TaskCell<_, T>` (`new_task`
-    /// and `new_join` are the only callers, with the cell they just made).
-    fn new(cell: Arc<dyn TaskBody>) -> Self {
+    /// # Safety
+    ///
+    /// `header` is the header of a live `TaskCell<_, T>`, and the caller
+    /// gives this handle one of its references.
+    unsafe fn from_header(header: NonNull<Header>) -> Self {
         Self {
-            cell,
+            // SAFETY: the header is the `header` field of the `Prefix<T>`
+            // at the start of the cell (`repr(C)`): stepping back by its
+            // offset stays in the allocation and reaches the cell's start.
+            cell: unsafe {
+                header
+                    .byte_sub(std::mem::offset_of!(Prefix<T>, header))
+                    .cast()
+            },
             _result: PhantomData,
         }
+    }
+
+    fn prefix(&self) -> &Prefix<T> {
+        // SAFETY: the cell is a `TaskCell<_, T>` (see `from_header`), which
+        // is `repr(C)` with its `Prefix<T>` first; our reference keeps it
+        // alive as long as `self`, and only shared references to it are
+        // ever made.
+        unsafe { self.cell.as_ref() }
     }
 }
 
 impl<T> Clone for JoinRef<T> {
     fn clone(&self) -> Self {
-        Self::new(self.cell.clone())
+        acquire(&self.prefix().header);
+        Self {
+            cell: self.cell,
+            _result: PhantomData,
+        }
+    }
+}
+
+impl<T> Drop for JoinRef<T> {
+    fn drop(&mut self) {
+        // SAFETY: `self.cell` points to the live cell (our reference keeps
+        // it); the header pointer is projected from it, keeping the whole
+        // allocation's provenance, which `release` needs to free the cell.
+        let header = unsafe { NonNull::new_unchecked(&raw mut (*self.cell.as_ptr()).header) };
+        // SAFETY: `self` holds a reference to the live cell and gives it up
+        // (it is not used after).
+        unsafe { release(header) };
     }
 }
 
@@ -274,20 +482,16 @@ impl<T> std::ops::Deref for JoinRef<T> {
     type Target = JoinState<T>;
 
     fn deref(&self) -> &JoinState<T> {
-        let join = Arc::as_ptr(&self.cell).cast::<JoinState<T>>();
-        // SAFETY: `cell` is a `TaskCell<_, T>` (see `new`), which is
-        // `repr(C)` with its `JoinState<T>` first, so the join state is at
-        // the cell's address; the allocation lives as long as `cell`, and
-        // only shared references to the join state are ever made.
-        unsafe { &*join }
+        &self.prefix().join
     }
 }
 
 // SAFETY: a `JoinRef<T>` reaches only the cell's `JoinState<T>`, which is
-// `Send + Sync` when `T: Send` (checked below), and the `Arc`'s atomic
-// refcount. It never touches the closure slot; when it frees the cell, the
-// slot is already empty (see the module docs), so no destructor of a
-// (maybe `!Send`) closure runs on its thread.
+// `Send + Sync` when `T: Send` (checked below), and the header's atomic
+// count and static table. It never touches the closure slot; when it frees
+// the cell, the slot is already empty (see the module docs), so no
+// destructor of a (maybe `!Send`) closure runs on its thread, and the
+// memory goes to that thread's cache, which any thread may free to.
 unsafe impl<T: Send> Send for JoinRef<T> {}
 // SAFETY: as for `Send`: shared, it reaches the same things.
 unsafe impl<T: Send> Sync for JoinRef<T> {}
@@ -305,32 +509,80 @@ mod tests {
 
     #[test]
     fn a_small_task_fits_the_allocators_fast_bins() {
-        // glibc serves requests up to 120 bytes from its fast bins; the
-        // `Arc` adds two counts (16 bytes) to the cell.
+        // glibc serves requests up to 120 bytes from its fast bins (when a
+        // cell is not cached); the header (count and table) is in the cell.
+        fn layout_of<F: FnOnce() -> T, T>(_: &F) -> Layout {
+            Layout::new::<TaskCell<F, T>>()
+        }
         let closure = {
             let value = 7u64;
             move || value
         };
         assert!(size_of_val(&closure) == 8);
-        let cell = TaskCell {
-            join: JoinState::<u64>::new(),
-            function: UnsafeCell::new(MaybeUninit::new(closure)),
-        };
-        assert!(16 + size_of_val(&cell) <= 120, "{}", size_of_val(&cell));
+        let layout = layout_of(&closure);
+        assert!(layout.size() <= 120, "{}", layout.size());
+        assert!(layout.size() <= cache::MAX_CACHED_SIZE && layout.align() == 8);
     }
 
     #[test]
-    fn a_join_handle_is_two_words() {
-        assert_eq!(size_of::<super::super::GoTask<u64>>(), 16);
+    fn a_join_handle_is_one_word() {
+        assert_eq!(size_of::<super::super::GoTask<u64>>(), 8);
+        assert_eq!(size_of::<Option<super::super::GoTask<u64>>>(), 8);
+        assert_eq!(size_of::<TaskRef>(), 8);
     }
 
     #[test]
     fn the_join_state_is_at_the_cells_address() {
         let (body, join) = new_task(|| 5u8, JoinState::new());
-        let cell = Arc::as_ptr(&join.cell).cast::<u8>();
+        let cell = join.cell.as_ptr().cast_const().cast::<u8>();
         let state = std::ptr::from_ref::<JoinState<u8>>(&join).cast::<u8>();
         assert_eq!(cell, state);
         body.run();
         assert_eq!(join.try_take().map(Result::ok), Some(Some(5)));
+    }
+
+    #[test]
+    fn the_last_handle_frees_the_cell_and_drops_the_result_once() {
+        use std::rc::Rc;
+        let result = Rc::new(());
+        let (body, join) = new_task(
+            {
+                let result = result.clone();
+                move || result
+            },
+            JoinState::new(),
+        );
+        let second = join.clone();
+        body.run();
+        assert_eq!(Rc::strong_count(&result), 2);
+        drop(join);
+        assert_eq!(Rc::strong_count(&result), 2);
+        drop(second);
+        assert_eq!(Rc::strong_count(&result), 1);
+    }
+
+    #[test]
+    fn a_body_dropped_unrun_cancels_and_drops_the_closure() {
+        use std::rc::Rc;
+        let captured = Rc::new(());
+        let (body, join) = new_task(
+            {
+                let captured = captured.clone();
+                move || drop(captured)
+            },
+            JoinState::new(),
+        );
+        drop(body);
+        assert_eq!(Rc::strong_count(&captured), 1);
+        assert!(matches!(join.try_take(), Some(Err(JoinError::Cancelled))));
+    }
+
+    #[test]
+    fn a_cell_with_a_large_alignment_is_not_cached_but_works() {
+        #[repr(align(64))]
+        struct Aligned(u8);
+        let (body, join) = new_task(|| Aligned(3), JoinState::new());
+        body.run();
+        assert!(matches!(join.try_take(), Some(Ok(Aligned(3)))));
     }
 }

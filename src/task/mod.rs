@@ -21,6 +21,7 @@
 //! The join state and the task's closure share one allocation, the task
 //! cell (`cell.rs`, which also gives the safety argument of that sharing).
 
+mod cache;
 mod cell;
 
 use std::any::Any;
@@ -29,7 +30,7 @@ use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use crate::coroutine::{self, stack::GuardedStack};
+use crate::coroutine::stack::GuardedStack;
 use crate::dispatcher::{self, Dispatcher, ElapsedUnwind, Remote, Shared, Waker, Wakeup};
 use crate::loom::{Arc, AtomicU8, Mutex, Ordering, UnsafeCell, lock};
 pub(crate) use cell::{JoinRef, TaskRef, new_join};
@@ -578,7 +579,7 @@ where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
-    let stack = GuardedStack::new(coroutine::default_stack_size())?;
+    let stack = GuardedStack::new_default()?;
     dispatcher::with_or_create(|dispatcher| spawn_on_dispatcher(dispatcher, function, Some(stack)))
 }
 
@@ -587,6 +588,12 @@ impl<T> GoTask<T> {
     /// [`JoinState::place`] (or never, for jobs that run off-dispatcher).
     pub(crate) fn from_join(join: JoinRef<T>) -> Self {
         Self { join }
+    }
+
+    /// The handle's join view (the loom model of the cell's count).
+    #[cfg(loom)]
+    pub(crate) fn into_join(self) -> JoinRef<T> {
+        self.join
     }
 
     /// Waits for the task and returns its value (NimGo's `wait`). Inside a
