@@ -217,3 +217,46 @@ impl<T> Drop for ChannelGuard<'_, T> {
             .store(self.held.wrapping_add(LOCKED), Ordering::Release);
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::ChannelLock;
+    use std::sync::Arc;
+
+    #[test]
+    fn holders_exclude_each_other_and_every_release_counts() {
+        let lock = Arc::new(ChannelLock::new(0u64));
+        let rounds = if cfg!(miri) { 50 } else { 20_000 };
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let lock = lock.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..rounds {
+                        *lock.lock() += 1;
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let guard = lock.lock();
+        assert_eq!(*guard, 2 * rounds);
+        // Every earlier section released the lock once: the version counts
+        // them all.
+        assert_eq!(ChannelLock::version_before(&guard), 2 * 2 * rounds as usize);
+    }
+
+    #[test]
+    fn a_watcher_sees_a_change_only_once_the_lock_is_released() {
+        let lock = ChannelLock::new(());
+        let version = ChannelLock::version_after(&lock.lock());
+        assert!(!lock.changed_since(version));
+        let guard = lock.lock();
+        assert_eq!(ChannelLock::version_before(&guard), version);
+        // Held: not reported yet (the watcher would only wait for it).
+        assert!(!lock.changed_since(version));
+        drop(guard);
+        assert!(lock.changed_since(version));
+    }
+}
