@@ -1718,8 +1718,9 @@ const SPIN_BEFORE_PARK: Duration = Duration::from_micros(4);
 /// "Nothing else to do": no ready task, no root context ready to run, no
 /// inbox message (checked on every spin, so a wake-up or cancel from
 /// another thread ends the spin at once), no interruption waiting for a
-/// turn, and no timer due before the spin would end. I/O readiness is not
-/// looked at; it waits at most [`SPIN_BEFORE_PARK`]. A thread without a
+/// turn, and no timer due before the spin would end. I/O readiness and a
+/// runtime's job queues are not looked at: new I/O events and jobs wait at
+/// most [`SPIN_BEFORE_PARK`]. A thread without a
 /// dispatcher (a plain thread blocking on a channel) spins the same way; a
 /// dispatcher's thread spins only if other threads have dispatchers too
 /// (otherwise a counterpart that could act meanwhile is a rare plain
