@@ -311,7 +311,13 @@ fn worker(inner: &Inner) {
     loop {
         if let Some(job) = state.queue.pop_front() {
             drop(state);
-            job.run();
+            // The job's closure runs under its own `catch_unwind`; what can
+            // still panic here is user code around it: the destructor of a
+            // result nobody takes (the handle was cancelled or dropped). It
+            // must not end this thread behind the pool's accounting.
+            if panic::catch_unwind(AssertUnwindSafe(|| job.run())).is_err() {
+                eprintln!("nimgo: a destructor of a blocking job's result panicked; ignored");
+            }
             state = lock(&inner.state);
             continue;
         }

@@ -886,3 +886,41 @@ fn a_handle_outliving_its_thread_gets_cancelled_and_frees_the_cell() {
     assert_eq!(*dropped_on.lock().unwrap(), Some(owner));
     assert!(task.join().unwrap_err().is_cancelled());
 }
+
+/// A value whose destructor panics (unless a panic is already unwinding).
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("a result's destructor panicked");
+        }
+    }
+}
+
+#[test]
+fn a_detached_tasks_result_or_payload_panicking_on_drop_does_not_escape_the_loop() {
+    // The handles are dropped first: the task's body frees the cell, and
+    // with it the result, on the loop.
+    quiet_panics(|| {
+        drop(nimgo::go(|| PanicsOnDrop));
+        drop(nimgo::go(|| -> u8 { std::panic::panic_any(PanicsOnDrop) }));
+        assert!(std::panic::catch_unwind(nimgo::run_event_loop).is_ok());
+    });
+    assert_eq!(nimgo::go(|| 5).wait(), 5, "the loop still runs tasks");
+}
+
+#[test]
+fn a_detached_tasks_result_panicking_on_drop_does_not_stop_a_worker() {
+    let runtime = nimgo::Runtime::builder().workers(1).build().unwrap();
+    let next = quiet_panics(|| {
+        drop(runtime.spawn(|| PanicsOnDrop));
+        // One worker: this runs after the first, if the worker is still
+        // there (a liveness bound, not a speed check).
+        runtime
+            .spawn(|| 5)
+            .wait_timeout(Duration::from_secs(20))
+            .ok()
+    });
+    assert_eq!(next, Some(5));
+}

@@ -47,9 +47,12 @@
 //!   across the cache and the free lists (a release into a full cache
 //!   sends the older stack to its slab's free list). It is a slot like any
 //!   other handed-out one: its guard stays installed, its slab counts it as
-//!   live (so that slab is not the size class's spare, nor unmapped, while
-//!   the slot is cached) and its overflow label is rewritten by whoever
-//!   takes it next. [`stack_stats`] does not count it as live.
+//!   live (so that slab is not unmapped while the slot is cached) and its
+//!   overflow label is rewritten by whoever takes it next. A release that
+//!   would leave the cached stack the only live slot of its slab, and that
+//!   slab is not the size class's spare (kept mapped anyway), gives both
+//!   back to the slab instead, so the cache does not keep a second free
+//!   slab mapped. [`stack_stats`] does not count it as live.
 //! - **Growth.** Slabs for one (thread, size) grow geometrically: 16 slots,
 //!   then twice the last, up to 32768. If `mmap` fails with `ENOMEM` the slab
 //!   is retried with half the slots, down to one.
@@ -552,15 +555,34 @@ impl Drop for GuardedStack {
             index: self.index,
             top: self.top,
         });
+        // A second stack to give back: the cached one, when caching this
+        // one would leave it the only live slot of its slab.
+        let mut flushed = None;
         if self.cacheable {
-            // Cache it; a stack cached before goes back to its slab. If the
-            // pool is gone (thread exit), this one does.
+            // If the pool is gone (thread exit), this one goes to its slab.
             let _ = POOL.try_with(|pool| {
                 let mut pool = pool.borrow_mut();
-                idle = std::mem::replace(&mut pool.cached, idle.take());
+                let slab = &idle.as_ref().expect("set just above").slab;
+                let cached_here = pool
+                    .cached
+                    .as_ref()
+                    .is_some_and(|cached| Rc::ptr_eq(&cached.slab, slab));
+                // Live slots of this slab besides this one and the cached one.
+                let others = slab.live.get() - 1 - u32::from(cached_here);
+                if others > 0 || slab.is_spare.get() {
+                    // Cache it; the stack cached before goes back to its slab.
+                    idle = std::mem::replace(&mut pool.cached, idle.take());
+                } else if cached_here {
+                    // Released together, the slab becomes fully free: kept
+                    // as the spare or unmapped (hysteresis). Either one
+                    // cached would keep it mapped, and its touched pages
+                    // resident, for nothing.
+                    flushed = pool.cached.take();
+                }
             });
         }
-        if let Some(idle) = idle {
+        // The older first: this one, released last, is reused first.
+        for idle in [flushed, idle].into_iter().flatten() {
             release(&idle.slab, idle.index);
         }
     }
@@ -736,6 +758,27 @@ mod tests {
                 assert!(!signal::is_registered_guard(base - 1));
             }
             assert!(GuardedStack::new(usize::MAX).is_err());
+        });
+    }
+
+    #[test]
+    fn the_cached_stack_never_keeps_a_second_free_slab_mapped() {
+        on_fresh_thread(|| {
+            // Slabs of 16 and 32 slots.
+            let mut stacks: Vec<_> = (0..48)
+                .map(|_| GuardedStack::new_default().unwrap())
+                .collect();
+            let first_slab: Vec<_> = stacks.drain(..16).collect();
+            // The 32-slot slab becomes fully free: the spare.
+            drop(stacks);
+            // The last of these would be cached, pinning the 16-slot slab.
+            drop(first_slab);
+            assert_eq!(stack_stats().live_stacks, 0);
+            assert_eq!(stack_stats().slabs, 1);
+            // The spare's stacks are still cached and reused.
+            let again = GuardedStack::new_default().unwrap();
+            drop(again);
+            assert_eq!(stack_stats().slabs, 1);
         });
     }
 

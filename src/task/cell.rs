@@ -251,13 +251,23 @@ impl<F: FnOnce() -> T, T> TaskCell<F, T> {
             // no-op outside loom).
             join.result.with_mut(|_| ());
         }
+        /// Returns the memory even if a destructor of the join state (the
+        /// result's) panics: drop glue still drops every other field while
+        /// that panic unwinds, and then nothing uses the cell.
+        struct FreeMemory(NonNull<u8>, Layout);
+        impl Drop for FreeMemory {
+            fn drop(&mut self) {
+                // SAFETY: the memory came from `cache::allocate` with this
+                // layout (`allocate`), and this runs after the cell was
+                // dropped (or unwound out of its drop): nothing uses it.
+                unsafe { cache::free(self.0, self.1) };
+            }
+        }
+        let _memory = FreeMemory(cell.cast(), Layout::new::<Self>());
         // SAFETY: nothing else uses the cell (the contract); the closure
         // slot is `MaybeUninit` (empty by now, see the module docs) and is
         // not dropped, the rest is dropped once, here.
         unsafe { ptr::drop_in_place(cell.as_ptr()) };
-        // SAFETY: the memory came from `cache::allocate` with this layout
-        // (`allocate`), and the cell was just dropped: nothing uses it.
-        unsafe { cache::free(cell.cast(), Layout::new::<Self>()) };
     }
 
     /// Allocates the cell, with `refs` references; returns its header.
@@ -318,6 +328,23 @@ unsafe fn release(header: NonNull<Header>) {
     unsafe { free(header) };
 }
 
+/// [`release`] for the body, which runs on a dispatcher's loop (or a
+/// coroutine of it): if the join view was dropped first, this frees the
+/// cell and so drops the task's result (or its panic payload), user code
+/// whose panic must not escape into the loop and stop a worker. It is
+/// caught and reported, as for a cancelled closure's destructor.
+///
+/// # Safety
+///
+/// As [`release`].
+unsafe fn release_quietly(header: NonNull<Header>) {
+    // SAFETY: the caller's contract, passed on.
+    let released = panic::catch_unwind(AssertUnwindSafe(|| unsafe { release(header) }));
+    if released.is_err() {
+        eprintln!("nimgo: a destructor of a finished task's result panicked; ignored");
+    }
+}
+
 /// Makes the cell of a task running `function`, completing `join`: its
 /// body (for the dispatcher) and its join view (for the `GoTask`).
 pub(crate) fn new_task<F, T>(function: F, join: JoinState<T>) -> (TaskRef, JoinRef<T>)
@@ -368,7 +395,7 @@ impl TaskRef {
             // gives that reference up.
             unsafe {
                 (header.as_ref().vtable.run)(header);
-                release(header);
+                release_quietly(header);
             }
         }
     }
@@ -379,7 +406,7 @@ impl TaskRef {
             // SAFETY: as in `run`.
             unsafe {
                 (header.as_ref().vtable.cancel)(header);
-                release(header);
+                release_quietly(header);
             }
         }
     }
@@ -390,7 +417,7 @@ impl TaskRef {
             // SAFETY: as in `run`.
             unsafe {
                 (header.as_ref().vtable.fail)(header, message);
-                release(header);
+                release_quietly(header);
             }
         }
     }
@@ -412,7 +439,7 @@ impl Drop for TaskRef {
             // on the thread that holds its body.
             unsafe {
                 (header.as_ref().vtable.cancel)(header);
-                release(header);
+                release_quietly(header);
             }
         }
     }
