@@ -69,15 +69,46 @@ pub(crate) struct MutPtr<T>(*mut T);
 impl<T> MutPtr<T> {
     /// # Safety
     ///
+    /// No one writes the cell's value while the returned reference lives.
+    pub(crate) unsafe fn as_ref(&self) -> &T {
+        // SAFETY: the caller's contract; the pointer comes from a live
+        // `UnsafeCell` the caller borrows.
+        unsafe { &*self.0 }
+    }
+
+    /// # Safety
+    ///
     /// The caller has exclusive access to the cell's value for as long as
     /// the returned reference lives (as with `&mut *UnsafeCell::get()`).
-    // The signature is loom's (`MutPtr::deref`), so code compiles in both
-    // builds; the `unsafe` contract carries the exclusivity.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn deref(&self) -> &mut T {
+    #[allow(clippy::mut_from_ref)] // the exclusivity is the `unsafe` contract
+    pub(crate) unsafe fn as_mut(&self) -> &mut T {
         // SAFETY: exclusivity is the caller's contract, and the pointer
         // comes from a live `UnsafeCell` the caller borrows.
         unsafe { &mut *self.0 }
+    }
+}
+
+/// The same two accessors on loom's `MutPtr`, whose only accessor is
+/// `deref` (a `&mut`, which loom's own checks are fine with).
+#[cfg(loom)]
+pub(crate) trait MutPtrAccess<T> {
+    /// As the std build's `MutPtr::as_ref`.
+    unsafe fn as_ref(&self) -> &T;
+    /// As the std build's `MutPtr::as_mut`.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn as_mut(&self) -> &mut T;
+}
+
+#[cfg(loom)]
+impl<T> MutPtrAccess<T> for MutPtr<T> {
+    unsafe fn as_ref(&self) -> &T {
+        // SAFETY: passed on to the caller.
+        unsafe { &*self.deref() }
+    }
+
+    unsafe fn as_mut(&self) -> &mut T {
+        // SAFETY: passed on to the caller.
+        unsafe { self.deref() }
     }
 }
 

@@ -46,12 +46,13 @@
 //! hand-off on the same thread.
 //!
 //! Before it parks, a blocking `send` or `recv` spins for up to 4 µs,
-//! watching the channel, when its thread has nothing else to run and other
-//! threads could answer (a runtime with several workers, or a plain
-//! thread): a hand-off between two busy cores then costs a few cache-line
-//! transfers rather than a park, a cross-thread message and a wake-up. A
-//! thread alone with its coroutines, or one with other work ready, parks at
-//! once.
+//! watching the channel, when its thread has nothing else ready to run and
+//! other threads could answer (other threads have dispatchers, as the
+//! workers of a runtime do, or the caller is a plain thread): a hand-off
+//! between two busy cores then costs a few cache-line transfers rather than
+//! a park, a cross-thread message and a wake-up. A thread alone with its
+//! coroutines, or one with other work ready, parks at once; I/O events and
+//! jobs queued for a runtime worker wait for the spin to end.
 //!
 //! Invariant 4 of the design: no message is lost or delivered twice,
 //! including under timeouts, `close`, [`GoTask::cancel`](crate::GoTask::cancel)

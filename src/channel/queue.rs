@@ -13,7 +13,15 @@
 //!   delivered: [signal, T]  values handed to a selected receive arm of a
 //!                           select, which takes its own out after waking
 //!   closed: bool            set once by `close`, never cleared
+//!   spare: Parked?          the last single waiter completed (and woken)
+//!                           on its own thread, reused by the next park on
+//!                           that thread once its owner let go of it
 //! ```
+//!
+//! The spare's waker keeps a handle on its thread's dispatcher until a
+//! newer spare replaces it or the channel is dropped: if that thread has
+//! exited meanwhile, its dispatcher's inbox and eventfd stay allocated that
+//! long (one per channel at most).
 //!
 //! A waiter is one of two kinds:
 //!
@@ -45,9 +53,10 @@
 //!
 //! Wake-ups of waiters on other threads happen after the lock is released;
 //! a waiter on the caller's own thread is woken under it (a push on the
-//! dispatcher's ready queue, no message) and its [`Parked`] kept as the
-//! channel's spare for the next park. Values the channel drops (a cancelled
-//! send's) are dropped outside the lock: no user code runs under it.
+//! dispatcher's ready queue, no message) and its [`Parked`] becomes the
+//! channel's spare (the spare it replaces is let go of after the lock is
+//! released). Values the channel drops (a cancelled send's) are dropped
+//! outside the lock too: no user code runs under it.
 //!
 //! # Spinning before a park
 //!
@@ -243,6 +252,9 @@ pub(crate) enum Wake<T> {
     Nobody,
     Single(Arc<Parked<T>>),
     Select(Waker),
+    /// Nobody to wake, but a spare waiter to let go of outside the lock
+    /// (its waker may hold the last handle on a dispatcher).
+    Release(Arc<Parked<T>>),
 }
 
 impl<T> Wake<T> {
@@ -251,6 +263,7 @@ impl<T> Wake<T> {
             Self::Nobody => {}
             Self::Single(parked) => parked.waker.wake_by_ref(),
             Self::Select(waker) => waker.wake(),
+            Self::Release(parked) => drop(parked),
         }
     }
 }
@@ -259,9 +272,10 @@ impl<T> Wake<T> {
 ///
 /// In declaration order (`repr(C)`) after the lock word, on the lock's own
 /// cache line: what every send and receive writes (`queue`'s inline oldest
-/// value, for a small `T`, and its ring's head and length) and `closed`. The waiter lists follow; a hand-off between two
-/// threads that never wait only reads them, so their lines stay shared
-/// instead of moving between cores with every message.
+/// value, for a small `T`, and its ring's head and length) and `closed`.
+/// The waiter lists follow; a hand-off between two threads that never wait
+/// only reads them, so their lines stay shared instead of moving between
+/// cores with every message.
 #[repr(C)]
 pub(crate) struct State<T> {
     queue: Buffer<T>,
@@ -340,17 +354,20 @@ impl<T> State<T> {
 
     /// The wake-up of a single waiter just completed under the lock. One on
     /// this very thread is woken at once (no message, no lock) and its
-    /// waiter kept as the channel's spare for the next park, when there is
-    /// room; any other is woken after the lock is released.
+    /// waiter becomes the channel's spare for the next park; any other is
+    /// woken after the lock is released.
     ///
-    /// Keeping it costs nothing under the lock: no destructor runs (a
-    /// spare already there stays, and this one is woken later as usual).
+    /// No destructor runs under the lock: a spare it replaces (maybe left
+    /// by a thread that has exited since, its waker holding the last handle
+    /// on that thread's dispatcher) is let go of after the lock is
+    /// released.
     fn wake_single(&mut self, parked: Arc<Parked<T>>) -> Wake<T> {
-        if self.spare.is_none() && parked.waker.wake_local() {
-            self.spare = Some(parked);
-            Wake::Nobody
-        } else {
-            Wake::Single(parked)
+        if !parked.waker.wake_local() {
+            return Wake::Single(parked);
+        }
+        match self.spare.replace(parked) {
+            Some(previous) => Wake::Release(previous),
+            None => Wake::Nobody,
         }
     }
 
@@ -464,6 +481,15 @@ fn new_signal(signal: &mut Option<Arc<Signal>>) -> Arc<Signal> {
         .clone()
 }
 
+/// One blocking call's spinning before it parks: the end of its spin
+/// window (set by its first spin, see [`dispatcher::spin_before_park`]) and
+/// whether the window is spent.
+#[derive(Default)]
+struct SpinBudget {
+    end: Option<Instant>,
+    spent: bool,
+}
+
 /// Removes a plain call's waiter if its park unwinds (cancel or an expired
 /// `with_timeout`); a receiver gives back a value it was handed.
 struct Unregister<'a, T> {
@@ -535,15 +561,21 @@ impl<T> Chan<T> {
     fn spin<'a>(
         &'a self,
         state: ChannelGuard<'a, State<T>>,
-        spin_end: &mut Option<Instant>,
+        budget: &mut SpinBudget,
         deadline: Option<Instant>,
     ) -> (ChannelGuard<'a, State<T>>, bool) {
-        if !dispatcher::may_spin() {
+        if budget.spent || !dispatcher::may_spin() {
             return (state, false);
         }
         let version = ChannelLock::version_after(&state);
         drop(state);
-        dispatcher::spin_before_park(spin_end, deadline, || self.state.changed_since(version));
+        let saw_change = dispatcher::spin_before_park(&mut budget.end, deadline, || {
+            self.state.changed_since(version)
+        });
+        // A spin that saw nothing (its window ended, or its thread has work
+        // now) is the call's last: it parks from now on without giving up
+        // the lock again, so other lock holders cannot make it retry on.
+        budget.spent |= !saw_change;
         // Whatever ended the spin, a change made before this lock (even
         // after the spin's last look) must be retried: the caller would
         // otherwise register a waiter that nobody is left to complete.
@@ -585,7 +617,7 @@ impl<T> Chan<T> {
         deadline: Option<Instant>,
     ) -> Result<(), SendTimeoutError<T>> {
         let mut spare = None;
-        let mut spin_end = None;
+        let mut spin = SpinBudget::default();
         let mut state = self.lock();
         loop {
             match state.send(value, self.capacity) {
@@ -601,7 +633,7 @@ impl<T> Chan<T> {
                 return Err(SendTimeoutError::Timeout(value));
             }
             let retry;
-            (state, retry) = self.spin(state, &mut spin_end, deadline);
+            (state, retry) = self.spin(state, &mut spin, deadline);
             if retry {
                 continue;
             }
@@ -625,7 +657,10 @@ impl<T> Chan<T> {
                 return Err(SendTimeoutError::Timeout(value));
             }
             // Woken without being completed (a close, or a spurious
-            // return): retry under this lock.
+            // return): retry under this lock. (Whatever `spare` held is
+            // this call's earlier waiter, never completed, so its slot is
+            // empty and its waker is this context's: dropping it here runs
+            // no user code.)
             spare = Some(parked);
         }
     }
@@ -633,7 +668,7 @@ impl<T> Chan<T> {
     /// A plain blocking receive, like [`send_blocking`](Self::send_blocking).
     pub(crate) fn recv_blocking(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let mut spare = None;
-        let mut spin_end = None;
+        let mut spin = SpinBudget::default();
         let mut state = self.lock();
         loop {
             match state.recv() {
@@ -649,7 +684,7 @@ impl<T> Chan<T> {
                 return Err(RecvTimeoutError::Timeout);
             }
             let retry;
-            (state, retry) = self.spin(state, &mut spin_end, deadline);
+            (state, retry) = self.spin(state, &mut spin, deadline);
             if retry {
                 continue;
             }
@@ -673,6 +708,7 @@ impl<T> Chan<T> {
             if wakeup == Wakeup::TimedOut {
                 return Err(RecvTimeoutError::Timeout);
             }
+            // As in `send_blocking`: nothing is dropped here.
             spare = Some(parked);
         }
     }

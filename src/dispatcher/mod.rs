@@ -943,14 +943,21 @@ impl Dispatcher {
     }
 
     /// Whether this thread has nothing to run but the caller (see
-    /// [`may_spin`]): no ready task, no ready root, no deferred
-    /// interruption, no inbox message.
+    /// [`may_spin`]): no ready task, no ready root, no interruption for the
+    /// caller (its park would unwind at once) nor deferred for another, no
+    /// inbox message.
     #[cfg(not(loom))]
     fn has_nothing_else(&self) -> bool {
         let core = self.core.borrow();
         let root_ready = core.current != ROOT && core.root.run == RunState::Ready;
+        let current = if core.current == ROOT {
+            &core.root
+        } else {
+            &core.slots[core.current as usize].park
+        };
         core.ready.is_empty()
             && !root_ready
+            && !current.interrupt_pending
             && core.deferred_interrupts.is_empty()
             && !self.shared.has_pending()
     }
@@ -1717,14 +1724,17 @@ const SPIN_BEFORE_PARK: Duration = Duration::from_micros(4);
 ///
 /// "Nothing else to do": no ready task, no root context ready to run, no
 /// inbox message (checked on every spin, so a wake-up or cancel from
-/// another thread ends the spin at once), no interruption waiting for a
-/// turn, and no timer due before the spin would end. I/O readiness and a
+/// another thread ends the spin at once), no interruption pending for the
+/// caller or waiting for a turn, and no timer due before the spin would
+/// end. I/O readiness and a
 /// runtime's job queues are not looked at: new I/O events and jobs wait at
 /// most [`SPIN_BEFORE_PARK`]. A thread without a
 /// dispatcher (a plain thread blocking on a channel) spins the same way; a
 /// dispatcher's thread spins only if other threads have dispatchers too
 /// (otherwise a counterpart that could act meanwhile is a rare plain
 /// thread, and the spin would mostly delay this thread's timers and I/O).
+/// The count is process-wide: a one-worker runtime beside a main thread
+/// that used `go` counts two.
 pub(crate) fn may_spin() -> bool {
     #[cfg(loom)]
     {

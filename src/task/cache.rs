@@ -22,10 +22,15 @@
 //!   keeps its layout for life: it is allocated by the global allocator
 //!   with the layout of its list, and handed back to it with that layout.
 //! - **Retained memory.** At most [`MAX_CACHED_BYTES`] (16 MiB) per thread,
-//!   all of it memory that live task cells of this thread's last burst
-//!   used (the cache never allocates on its own); a free past the bound goes
-//!   to the global allocator. The lists are freed when the thread exits
-//!   (and a free after that goes to the global allocator).
+//!   all of it memory that task cells freed on this thread used (the cache
+//!   never allocates on its own); a free past the bound goes to the global
+//!   allocator. Cells freed on a thread that never allocates any (a
+//!   blocking-pool thread dropping the last handle of a job whose caller
+//!   let go of it) accumulate there up to the bound. The lists are freed
+//!   when the thread exits (and a free after that goes to the global
+//!   allocator). Under miri the cache is active too, so a use after free
+//!   of a cell could be masked by its reuse; the cell's own tests free
+//!   every cell they make.
 //! - **Threads.** A cell may be freed on another thread than the one that
 //!   allocated it (the last `JoinRef` dropped there): the block joins the
 //!   freeing thread's lists. The global allocator allows that, and the

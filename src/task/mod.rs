@@ -15,7 +15,8 @@
 //! the task sees `WAITING` and takes the lock after the waiter added
 //! itself: the wake-up cannot be lost, whichever thread each side runs on.
 //! A task spawned and joined without ever parking its joiner costs three
-//! atomic read-modify-writes and no lock. `JoinState`'s docs give the
+//! atomic read-modify-writes of the state word (and two of the task cell's
+//! reference count) and no lock. `JoinState`'s docs give the
 //! rules for each bit.
 //!
 //! The join state and the task's closure share one allocation, the task
@@ -200,8 +201,10 @@ const CANCEL_REQUESTED: u8 = 32;
 /// The join hand-off of one task (see the module docs).
 ///
 /// One atomic word orders everything; the waiters alone have a lock, taken
-/// only by waiters and by a completer that finds `WAITING`. Each bit is set
-/// once, by a read-modify-write, so every decision reads the latest state.
+/// only by waiters and by a completer that finds `WAITING`. Bits are only
+/// ever set, each by a read-modify-write (`WAITING` by every waiter, which
+/// is idempotent; `PLACED` by the initialiser of a local `go`, before the
+/// state is shared), so every decision reads the latest state.
 ///
 /// - `result` is written by the one caller whose `fetch_or(CLAIMED)` found
 ///   the bit clear, before it sets `FINISHED` (release); it is read by the
@@ -325,7 +328,9 @@ impl<T> JoinState<T> {
         }
         // SAFETY: `PLACED` was set, so the slot was written before (release,
         // and our `fetch_or` acquires) and is never written again; only
-        // shared references to it are made.
+        // shared references to it are made. (The reference outlives loom's
+        // tracked access in a model; no write can follow, so none is
+        // missed.)
         self.location.with(|slot| unsafe { (*slot).as_ref() })
     }
 
@@ -514,8 +519,10 @@ impl Job {
         let mut placed = true;
         let (index, task_id) = dispatcher.spawn_with(
             |index, task_id| {
-                // The cancel flag is checked under the join state's lock: a
-                // cancel from now on finds the location instead.
+                // `place` sets `PLACED` with a read-modify-write that also
+                // reads `CANCEL_REQUESTED` (set the same way by a cancel):
+                // whichever comes second sees the other, so a cancel from
+                // now on finds the location, or this finds the cancel.
                 placed = self.0.place(dispatcher.shared().clone(), index, task_id);
                 self.0
             },
