@@ -110,40 +110,18 @@ impl<T> ChannelLock<T> {
         let gate = lock(&self.gate);
         #[cfg(not(loom))]
         let gate = std::marker::PhantomData;
-        let current = self.word.load(Ordering::Relaxed);
-        if current & LOCKED == 0
-            && self
-                .word
-                .compare_exchange(
-                    current,
-                    current | LOCKED,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            return self.guard(current | LOCKED, gate);
+        match self.try_acquire() {
+            Some(held) => self.guard(held, gate),
+            None => self.lock_contended(gate),
         }
-        self.lock_contended(gate)
     }
 
     #[cold]
     fn lock_contended<'a>(&'a self, gate: Gate<'a>) -> ChannelGuard<'a, T> {
         let mut spins = 0;
         loop {
-            let current = self.word.load(Ordering::Relaxed);
-            if current & LOCKED == 0
-                && self
-                    .word
-                    .compare_exchange(
-                        current,
-                        current | LOCKED,
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-            {
-                return self.guard(current | LOCKED, gate);
+            if let Some(held) = self.try_acquire() {
+                return self.guard(held, gate);
             }
             if spins < SPINS_BEFORE_YIELD {
                 spins += 1;
@@ -153,6 +131,24 @@ impl<T> ChannelLock<T> {
                 crate::loom::thread::yield_now();
             }
         }
+    }
+
+    /// One attempt to set `LOCKED`; returns the word as set.
+    #[inline]
+    fn try_acquire(&self) -> Option<usize> {
+        let current = self.word.load(Ordering::Relaxed);
+        if current & LOCKED != 0 {
+            return None;
+        }
+        self.word
+            .compare_exchange(
+                current,
+                current | LOCKED,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .ok()
+            .map(|previous| previous | LOCKED)
     }
 
     /// The guard of the holder that just set the word to `held`.
