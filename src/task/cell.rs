@@ -612,4 +612,95 @@ mod tests {
         body.run();
         assert!(matches!(join.try_take(), Some(Ok(Aligned(3)))));
     }
+
+    // Cross-thread and thread-exit cases, run under miri by CI (its race
+    // and leak checks).
+    use std::cell::RefCell;
+
+    /// Miri: the body runs on this thread while the join view is waited
+    /// for (parking, so `WAITING` and the waiters' lock are used) and let go
+    /// on another. Checks the cross-thread orderings of the state word and
+    /// the count with miri's race detector.
+    #[test]
+    fn join_on_another_thread_while_the_body_runs_here() {
+        for _ in 0..3 {
+            let (body, join) = new_task(|| String::from("result"), JoinState::new());
+            let joiner = std::thread::spawn(move || {
+                let result = join.join(None).expect("no deadline");
+                assert_eq!(result.ok().as_deref(), Some("result"));
+                drop(join);
+            });
+            std::thread::yield_now();
+            body.run();
+            joiner.join().unwrap();
+        }
+    }
+
+    /// Miri: a detached handle let go on another thread; the body's
+    /// release may be the last one (free on this thread), or not.
+    #[test]
+    fn detached_join_view_dropped_on_another_thread() {
+        for _ in 0..3 {
+            let (body, join) = new_task(|| vec![1u8; 3], JoinState::new());
+            let other = std::thread::spawn(move || {
+                let _ = join.is_finished();
+                drop(join);
+            });
+            body.run();
+            other.join().unwrap();
+        }
+    }
+
+    struct Holder(RefCell<Option<JoinRef<String>>>);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            drop(self.0.borrow_mut().take());
+        }
+    }
+    thread_local! {
+        static HOLD: Holder = const { Holder(RefCell::new(None)) };
+    }
+
+    /// Miri (leak check): a cell freed by a TLS destructor that runs after
+    /// the cache's (the holder registered first, so destroyed last) goes to
+    /// the global allocator.
+    #[test]
+    fn cell_freed_after_the_cache_is_gone() {
+        std::thread::spawn(|| {
+            HOLD.with(|_| ()); // registers the holder's destructor first
+            let (body, join) = new_task(|| String::from("kept"), JoinState::new());
+            body.run();
+            HOLD.with(|hold| *hold.0.borrow_mut() = Some(join));
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Miri (leak check): a cell freed by a TLS destructor on a thread
+    /// that never touched the cache: the cache is first used (and its
+    /// destructor registered) during thread-local destruction.
+    #[test]
+    fn cell_freed_by_a_tls_destructor_on_a_thread_without_a_cache() {
+        let (body, join) = new_task(|| String::from("late"), JoinState::new());
+        body.run();
+        std::thread::spawn(move || {
+            HOLD.with(|hold| *hold.0.borrow_mut() = Some(join));
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Miri: a blocking-pool-shaped cell (no body, cloned view) completed
+    /// on one thread, cancelled on another.
+    #[test]
+    fn detached_cell_cancel_races_completion() {
+        let join = new_join(JoinState::<String>::new_detached());
+        let job = join.clone();
+        let worker = std::thread::spawn(move || {
+            job.complete_if_pending(Ok(String::from("done")));
+        });
+        join.complete_if_pending(Err(JoinError::Cancelled));
+        worker.join().unwrap();
+        assert!(join.try_take().is_some());
+    }
 }
