@@ -533,6 +533,7 @@ fn join_state_is_send_and_sync<T: Send>() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
 
     #[test]
     fn a_small_task_fits_the_allocators_fast_bins() {
@@ -615,7 +616,6 @@ mod tests {
 
     // Cross-thread and thread-exit cases, run under miri by CI (its race
     // and leak checks).
-    use std::cell::RefCell;
 
     /// Miri: the body runs on this thread while the join view is waited
     /// for (parking, so `WAITING` and the waiters' lock are used) and let go
