@@ -554,8 +554,9 @@ impl<T> Chan<T> {
 
     /// Before a blocking call parks: spins (releasing the lock) while the
     /// channel is untouched, if a counterpart on another thread could act
-    /// meanwhile ([`dispatcher::spin_before_park`] decides whether the
-    /// thread may spin at all, and for how long). Returns the lock, taken
+    /// meanwhile ([`dispatcher::may_spin`] decides whether the thread may
+    /// spin at all, [`dispatcher::spin_before_park`] for how long; nothing
+    /// runs on this thread between the two). Returns the lock, taken
     /// again, and whether the caller should retry (something changed)
     /// rather than park.
     fn spin<'a>(

@@ -289,10 +289,7 @@ impl Waker {
                 if !Arc::ptr_eq(&dispatcher.shared, shared) {
                     return false;
                 }
-                let mut core = dispatcher.core.borrow_mut();
-                let current = core.current;
-                *index = current;
-                *epoch = core.park_state(current).epoch;
+                (*index, *epoch) = dispatcher.next_park();
                 true
             })
             .unwrap_or(false),
@@ -948,16 +945,12 @@ impl Dispatcher {
     /// inbox message.
     #[cfg(not(loom))]
     fn has_nothing_else(&self) -> bool {
-        let core = self.core.borrow();
-        let root_ready = core.current != ROOT && core.root.run == RunState::Ready;
-        let current = if core.current == ROOT {
-            &core.root
-        } else {
-            &core.slots[core.current as usize].park
-        };
+        let mut core = self.core.borrow_mut();
+        let current = core.current;
+        let root_ready = current != ROOT && core.root.run == RunState::Ready;
         core.ready.is_empty()
             && !root_ready
-            && !current.interrupt_pending
+            && !core.park_state(current).interrupt_pending
             && core.deferred_interrupts.is_empty()
             && !self.shared.has_pending()
     }
@@ -969,14 +962,20 @@ impl Dispatcher {
 
     /// The waker of the running context for its next park.
     pub(crate) fn waker(&self) -> Waker {
-        let mut core = self.core.borrow_mut();
-        let index = core.current;
-        let epoch = core.park_state(index).epoch;
+        let (index, epoch) = self.next_park();
         Waker::Context {
             shared: self.shared.clone(),
             index,
             epoch,
         }
+    }
+
+    /// The running context and the epoch of its next park: what a waker
+    /// for that park names.
+    fn next_park(&self) -> (u32, u64) {
+        let mut core = self.core.borrow_mut();
+        let index = core.current;
+        (index, core.park_state(index).epoch)
     }
 
     /// Whether a coroutine of this dispatcher is running (not the root).
@@ -1753,11 +1752,14 @@ pub(crate) fn may_spin() -> bool {
     }
 }
 
-/// Spins while `done()` is false, as long as the calling thread has nothing
-/// else to do ([`may_spin`]), and up to a spin deadline shared by all the
-/// spins of one blocking call (`spin_end`, set by the first) or the call's
-/// own `deadline`. Returns whether `done()` turned true; `false` means
-/// "park now".
+/// Spins while `done()` is false, up to a spin deadline shared by all the
+/// spins of one blocking call (`spin_end`, set by the first), the call's
+/// own `deadline` or the thread's next timer, and until an inbox message
+/// arrives. Returns whether `done()` turned true; `false` means "park now".
+///
+/// The caller has just found [`may_spin`] true, and nothing ran on this
+/// thread since: the thread has nothing else to do, and nothing of its own
+/// can change that while it spins (only the inbox, which is watched).
 pub(crate) fn spin_before_park(
     spin_end: &mut Option<Instant>,
     deadline: Option<Instant>,
@@ -1781,9 +1783,6 @@ pub(crate) fn spin_before_park(
             return false;
         }
         let spun = with_current(|dispatcher| {
-            if !dispatcher.has_nothing_else() {
-                return false;
-            }
             let end = match dispatcher.core.borrow().timers.next_deadline() {
                 Some(timer) => timer.min(end),
                 None => end,

@@ -148,14 +148,9 @@ impl<F: FnOnce() -> T, T> TaskCell<F, T> {
     /// `header` is the header of a `TaskCell<F, T>` (live, for the result
     /// to be used).
     unsafe fn from_header(header: NonNull<Header>) -> NonNull<Self> {
-        // SAFETY: the header is the `header` field of the `Prefix<T>` at
-        // the start of the cell (`repr(C)`), so stepping back by its offset
-        // stays in the same allocation and reaches the cell's start.
-        unsafe {
-            header
-                .byte_sub(std::mem::offset_of!(Prefix<T>, header))
-                .cast::<Self>()
-        }
+        // SAFETY: the caller's contract, which is `prefix_of`'s; the prefix
+        // is at the start of the `repr(C)` cell.
+        unsafe { prefix_of::<T>(header).cast::<Self>() }
     }
 
     /// Moves the closure out of its slot.
@@ -293,6 +288,24 @@ impl<F: FnOnce() -> T, T> TaskCell<F, T> {
         // field), so it keeps the provenance of the whole allocation:
         // `from_header` steps back from it to the cell's start.
         unsafe { NonNull::new_unchecked(&raw mut (*cell.as_ptr()).prefix.header) }
+    }
+}
+
+/// The `Prefix<T>` (the start of the cell) whose header is `header`: the
+/// one step back from a header, for both handles.
+///
+/// # Safety
+///
+/// `header` is the header of a `TaskCell<_, T>`, with the provenance of
+/// the whole cell (projected from the cell's pointer, as `allocate` does).
+unsafe fn prefix_of<T>(header: NonNull<Header>) -> NonNull<Prefix<T>> {
+    // SAFETY: the header is the `header` field of the `Prefix<T>` at the
+    // start of the cell (`repr(C)`), so stepping back by its offset stays in
+    // the same allocation and reaches the cell's start.
+    unsafe {
+        header
+            .byte_sub(std::mem::offset_of!(Prefix<T>, header))
+            .cast()
     }
 }
 
@@ -462,14 +475,8 @@ impl<T> JoinRef<T> {
     /// gives this handle one of its references.
     unsafe fn from_header(header: NonNull<Header>) -> Self {
         Self {
-            // SAFETY: the header is the `header` field of the `Prefix<T>`
-            // at the start of the cell (`repr(C)`): stepping back by its
-            // offset stays in the allocation and reaches the cell's start.
-            cell: unsafe {
-                header
-                    .byte_sub(std::mem::offset_of!(Prefix<T>, header))
-                    .cast()
-            },
+            // SAFETY: the header of a `TaskCell<_, T>` (our contract).
+            cell: unsafe { prefix_of::<T>(header) },
             _result: PhantomData,
         }
     }
